@@ -1,0 +1,147 @@
+//! Tensors to and from their ABI form; used on both sides of the boundary.
+
+use std::any::Any;
+use std::ffi::c_void;
+use std::sync::Arc;
+
+use super::abi::{OwnedTensor, StrRef, TensorRef};
+use crate::error::{Error, Result};
+use crate::tensor::{Buffer, DType, Tensor, TensorData};
+
+/// The parts a [`TensorRef`] points into; must outlive the reference.
+#[derive(Default)]
+pub struct RefParts {
+    shape: Vec<u64>,
+    strings: Vec<StrRef>,
+}
+
+/// Describes `tensor` as a [`TensorRef`] pointing into it and into `parts`.
+pub fn tensor_ref(name: &str, tensor: &Tensor, parts: &mut RefParts) -> TensorRef {
+    parts.shape = tensor.shape().iter().map(|&d| d as u64).collect();
+    let (data, nbytes) = match tensor.data() {
+        TensorData::Numeric(b) => (b.as_ptr(), b.len()),
+        TensorData::Strings(_) => (std::ptr::null(), 0),
+    };
+    parts.strings = match tensor.data() {
+        TensorData::Strings(s) => s.iter().map(|s| StrRef::new(s)).collect(),
+        TensorData::Numeric(_) => Vec::new(),
+    };
+    TensorRef {
+        name: StrRef::new(name),
+        dtype: tensor.dtype().code(),
+        shape: parts.shape.as_ptr(),
+        rank: parts.shape.len(),
+        data,
+        nbytes,
+        strings: if parts.strings.is_empty() {
+            std::ptr::null()
+        } else {
+            parts.strings.as_ptr()
+        },
+        nstrings: parts.strings.len(),
+    }
+}
+
+/// Reads a [`TensorRef`] back. Numeric data is not copied: the tensor's
+/// buffer points at `r.data` and holds `owner`. Strings are copied.
+///
+/// # Safety
+/// Every pointer in `r` must be valid for its length while `owner` lives.
+pub unsafe fn tensor_from_ref(
+    r: &TensorRef,
+    owner: Arc<dyn Any + Send + Sync>,
+) -> Result<(String, Tensor)> {
+    let name = String::from_utf8(r.name.as_bytes().to_vec())
+        .map_err(|_| Error::InvalidInput("tensor name is not valid UTF-8".into()))?;
+    let dtype = DType::from_code(r.dtype).ok_or_else(|| {
+        Error::Internal(format!("tensor '{name}': unknown dtype code {}", r.dtype))
+    })?;
+    let shape: Vec<usize> = if r.rank == 0 {
+        Vec::new()
+    } else {
+        std::slice::from_raw_parts(r.shape, r.rank)
+            .iter()
+            .map(|&d| d as usize)
+            .collect()
+    };
+    let tensor = if dtype == DType::String {
+        let refs: &[StrRef] = if r.nstrings == 0 {
+            &[]
+        } else {
+            std::slice::from_raw_parts(r.strings, r.nstrings)
+        };
+        let strings = refs
+            .iter()
+            .map(|s| {
+                String::from_utf8(s.as_bytes().to_vec()).map_err(|_| {
+                    Error::InvalidInput(format!("string tensor '{name}' holds invalid UTF-8"))
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Tensor::from_strings(shape, strings)?
+    } else {
+        Tensor::from_buffer(
+            dtype,
+            shape,
+            Buffer::from_raw_parts(r.data, r.nbytes, owner),
+        )?
+    };
+    Ok((name, tensor))
+}
+
+struct Exported {
+    _tensor: Tensor,
+    _parts: RefParts,
+}
+
+unsafe extern "C" fn release_exported(owner: *mut c_void) {
+    drop(Box::from_raw(owner as *mut Exported));
+}
+
+/// Hands a tensor across the boundary; the receiver releases it. The name is
+/// only borrowed: the receiver reads it during the sink callback.
+pub fn export_tensor(name: &str, tensor: Tensor) -> OwnedTensor {
+    let mut parts = RefParts::default();
+    let tensor_ref = tensor_ref(name, &tensor, &mut parts);
+    // Moving the tensor and parts into the box moves no heap data, so the
+    // pointers in `tensor_ref` stay valid until release.
+    let owner = Box::new(Exported {
+        _tensor: tensor,
+        _parts: parts,
+    });
+    OwnedTensor {
+        tensor: tensor_ref,
+        owner: Box::into_raw(owner) as *mut c_void,
+        release: release_exported,
+    }
+}
+
+/// Calls an [`OwnedTensor`]'s release function when dropped.
+struct ForeignOwner {
+    owner: *mut c_void,
+    release: unsafe extern "C" fn(*mut c_void),
+}
+
+// SAFETY: the ABI requires owners to be releasable from any thread.
+unsafe impl Send for ForeignOwner {}
+unsafe impl Sync for ForeignOwner {}
+
+impl Drop for ForeignOwner {
+    fn drop(&mut self) {
+        // SAFETY: released exactly once, here.
+        unsafe { (self.release)(self.owner) }
+    }
+}
+
+/// Takes an [`OwnedTensor`] over: numeric data stays where it is, owned
+/// through the release function; strings are copied and released at once.
+///
+/// # Safety
+/// `t` must come from a sink callback and not have been released.
+pub unsafe fn import_tensor(t: OwnedTensor) -> Result<(String, Tensor)> {
+    let owner = Arc::new(ForeignOwner {
+        owner: t.owner,
+        release: t.release,
+    });
+    tensor_from_ref(&t.tensor, owner)
+}

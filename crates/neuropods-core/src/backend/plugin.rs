@@ -1,0 +1,213 @@
+//! The backend side of the ABI: a backend crate implements [`Backend`] and
+//! calls [`export_backend!`](crate::export_backend); this module turns it
+//! into the C functions of [`BackendVTable`], catching every panic.
+
+use std::cell::RefCell;
+use std::ffi::c_void;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::abi::{BackendVTable, ErrorKind, LoadRequest, Sink, StrRef, TensorRef, ABI_VERSION};
+use super::convert::{export_tensor, tensor_from_ref};
+use super::BackendOptions;
+use crate::config::ModelConfig;
+use crate::error::{Error, Result};
+use crate::tensor::TensorMap;
+
+/// A loaded model inside a backend. Shared by all threads calling `infer`.
+pub trait BackendModel: Send + Sync {
+    /// Runs the model. Input tensors borrow the caller's memory for the
+    /// duration of the call only: an output must never alias an input.
+    fn infer(&self, inputs: &TensorMap) -> Result<TensorMap>;
+}
+
+/// Everything a backend gets to load a model.
+pub struct LoadContext {
+    /// The package folder.
+    pub package_root: PathBuf,
+    /// The parsed config.json.
+    pub config: ModelConfig,
+    /// The text of 0/config.json, if present.
+    pub backend_config: Option<String>,
+    /// Device and thread settings.
+    pub options: BackendOptions,
+    warnings: RefCell<Vec<String>>,
+}
+
+impl LoadContext {
+    /// Builds a context (the plugin glue does this from a [`LoadRequest`]).
+    pub fn new(
+        package_root: PathBuf,
+        config: ModelConfig,
+        backend_config: Option<String>,
+        options: BackendOptions,
+    ) -> Self {
+        LoadContext {
+            package_root,
+            config,
+            backend_config,
+            options,
+            warnings: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// Records a warning for the caller to log (e.g. a fallback to CPU).
+    pub fn warn(&self, message: impl Into<String>) {
+        self.warnings.borrow_mut().push(message.into());
+    }
+
+    /// Warnings recorded so far.
+    pub fn take_warnings(&self) -> Vec<String> {
+        std::mem::take(&mut self.warnings.borrow_mut())
+    }
+}
+
+/// A backend: how to load a model of its platform.
+pub trait Backend {
+    /// Loads a model.
+    fn load(ctx: &LoadContext) -> Result<Box<dyn BackendModel>>;
+}
+
+fn error_kind(err: &Error) -> ErrorKind {
+    match err {
+        Error::InvalidInput(_) | Error::Spec(_) => ErrorKind::InvalidInput,
+        Error::InvalidConfig { .. } | Error::InvalidPackage { .. } | Error::Io { .. } => {
+            ErrorKind::InvalidPackage
+        }
+        Error::Internal(_) => ErrorKind::Internal,
+        _ => ErrorKind::Backend,
+    }
+}
+
+unsafe fn report(sink: &Sink, err: &Error) {
+    let message = match err {
+        // The core adds the platform name; send the framework's own words.
+        Error::Backend { message, .. } => message.clone(),
+        Error::Internal(message) | Error::InvalidInput(message) => message.clone(),
+        other => other.to_string(),
+    };
+    (sink.error)(sink.ctx, error_kind(err) as u32, StrRef::new(&message));
+}
+
+/// Runs `f`, turning a panic into [`Error::Internal`].
+pub fn catch_panics<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|p| Err(Error::from_panic(p)))
+}
+
+unsafe fn load_request(request: &LoadRequest) -> Result<LoadContext> {
+    let text = |s: &StrRef| String::from_utf8_lossy(s.as_bytes()).into_owned();
+    let config = ModelConfig::from_json(&text(&request.config_json))?;
+    let options = serde_json::from_str::<serde_json::Value>(&text(&request.options_json))
+        .map_err(|e| Error::Internal(format!("backend options: {e}")))
+        .and_then(|v| BackendOptions::from_json(&v))?;
+    let backend_config =
+        (!request.backend_config_json.ptr.is_null()).then(|| text(&request.backend_config_json));
+    Ok(LoadContext::new(
+        PathBuf::from(text(&request.package_root)),
+        config,
+        backend_config,
+        options,
+    ))
+}
+
+/// `load` of the vtable for backend `B`.
+///
+/// # Safety
+/// Called through the ABI with valid pointers.
+pub unsafe extern "C" fn load<B: Backend>(
+    request: *const LoadRequest,
+    sink: *const Sink,
+) -> *mut c_void {
+    let sink = &*sink;
+    let result = catch_panics(|| {
+        let ctx = load_request(&*request)?;
+        let model = B::load(&ctx);
+        for warning in ctx.take_warnings() {
+            (sink.warning)(sink.ctx, StrRef::new(&warning));
+        }
+        model
+    });
+    match result {
+        // Box the trait object again to get a thin pointer for C.
+        Ok(model) => Box::into_raw(Box::new(model)) as *mut c_void,
+        Err(err) => {
+            report(sink, &err);
+            std::ptr::null_mut()
+        }
+    }
+}
+
+/// `infer` of the vtable.
+///
+/// # Safety
+/// Called through the ABI with a model from [`load`] and valid inputs.
+pub unsafe extern "C" fn infer(
+    model: *mut c_void,
+    inputs: *const TensorRef,
+    count: usize,
+    sink: *const Sink,
+) -> bool {
+    let sink = &*sink;
+    let result = catch_panics(|| {
+        let model = &*(model as *const Box<dyn BackendModel>);
+        let refs: &[TensorRef] = if count == 0 {
+            &[]
+        } else {
+            std::slice::from_raw_parts(inputs, count)
+        };
+        let borrowed: Arc<dyn std::any::Any + Send + Sync> = Arc::new(());
+        let mut map = TensorMap::new();
+        for r in refs {
+            let (name, tensor) = tensor_from_ref(r, borrowed.clone())?;
+            map.insert(name, tensor);
+        }
+        model.infer(&map)
+    });
+    match result {
+        Ok(outputs) => {
+            for (name, tensor) in outputs {
+                (sink.tensor)(sink.ctx, export_tensor(&name, tensor));
+            }
+            true
+        }
+        Err(err) => {
+            report(sink, &err);
+            false
+        }
+    }
+}
+
+/// `free` of the vtable.
+///
+/// # Safety
+/// `model` must come from [`load`] and not have been freed.
+pub unsafe extern "C" fn free(model: *mut c_void) {
+    // A panic in a destructor must not unwind into C.
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        drop(Box::from_raw(model as *mut Box<dyn BackendModel>));
+    }));
+}
+
+/// The vtable of backend `B`.
+pub const fn vtable<B: Backend>() -> BackendVTable {
+    BackendVTable {
+        abi_version: ABI_VERSION,
+        load: load::<B>,
+        infer,
+        free,
+    }
+}
+
+/// Exports a [`Backend`] type as this library's backend entry point.
+#[macro_export]
+macro_rules! export_backend {
+    ($backend:ty) => {
+        #[no_mangle]
+        pub extern "C" fn neuropods_backend_entry() -> *const $crate::backend::abi::BackendVTable {
+            static VTABLE: $crate::backend::abi::BackendVTable =
+                $crate::backend::plugin::vtable::<$backend>();
+            &VTABLE
+        }
+    };
+}

@@ -1,0 +1,217 @@
+//! Which backend library serves which platform, and opening it once.
+//!
+//! Search order for a backend library: the directories in
+//! `NEUROPODS_BACKEND_DIR` (`:`-separated), then, relative to the binary
+//! that holds this code (the Python extension or a Rust program), the same
+//! folder, its `backends/` subfolder and its parent (cargo puts examples and
+//! tests one level below the libraries).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+
+use super::abi::{BackendVTable, EntryPoint, ABI_VERSION, ENTRY_POINT};
+use crate::config::Platform;
+use crate::error::{Error, Result};
+
+/// Static facts about the backend of one platform.
+#[derive(Clone, Copy, Debug)]
+pub struct BackendInfo {
+    /// The platform.
+    pub platform: Platform,
+    /// File name of the backend library.
+    pub library: &'static str,
+    /// The framework it needs, for error messages.
+    pub framework: &'static str,
+    /// What to install when the framework is missing.
+    pub install_hint: &'static str,
+    /// Framework libraries to open first (with `RTLD_GLOBAL`) when their
+    /// folder is known from the environment; see [`framework_lib_dirs`].
+    pub framework_libs: &'static [&'static str],
+}
+
+/// The one table of backends.
+pub const BACKENDS: &[BackendInfo] = &[
+    BackendInfo {
+        platform: Platform::TorchScript,
+        library: "libneuropods_torchscript.so",
+        framework: "PyTorch's libtorch 2.13",
+        install_hint: "install it with `pip install torch==2.13.0`",
+        framework_libs: &["libtorch.so"],
+    },
+    BackendInfo {
+        platform: Platform::TensorFlow,
+        library: "libneuropods_tensorflow.so",
+        framework: "TensorFlow 2.21",
+        install_hint: "install it with `pip install tensorflow-cpu==2.21.0`",
+        framework_libs: &["libtensorflow_framework.so.2", "libtensorflow_cc.so.2"],
+    },
+    BackendInfo {
+        platform: Platform::Python,
+        library: "libneuropods_python.so",
+        framework: "a Python interpreter",
+        install_hint: "install Python 3.11",
+        framework_libs: &[],
+    },
+];
+
+/// The backend facts for a platform.
+pub fn info(platform: Platform) -> &'static BackendInfo {
+    BACKENDS
+        .iter()
+        .find(|b| b.platform == platform)
+        .unwrap_or(&BACKENDS[0])
+}
+
+fn loaded() -> &'static Mutex<HashMap<Platform, &'static BackendVTable>> {
+    static LOADED: OnceLock<Mutex<HashMap<Platform, &'static BackendVTable>>> = OnceLock::new();
+    LOADED.get_or_init(Default::default)
+}
+
+/// Registers a backend linked into the program, so that no library is
+/// opened for its platform (for embedders that link a backend crate, and
+/// for tests).
+pub fn register(platform: Platform, vtable: &'static BackendVTable) {
+    let mut map = loaded().lock().unwrap_or_else(|p| p.into_inner());
+    map.insert(platform, vtable);
+}
+
+/// The backend for a platform, opening its library on first use.
+pub fn backend(platform: Platform) -> Result<&'static BackendVTable> {
+    // Held while opening so that two threads never open one library twice.
+    let mut map = loaded().lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(vtable) = map.get(&platform) {
+        return Ok(vtable);
+    }
+    let vtable = open(info(platform))?;
+    map.insert(platform, vtable);
+    Ok(vtable)
+}
+
+/// Folders searched for backend libraries, in order.
+pub fn search_dirs() -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::env::var_os("NEUROPODS_BACKEND_DIR")
+        .map(|v| std::env::split_paths(&v).collect())
+        .unwrap_or_default();
+    if let Some(own) = own_dir() {
+        dirs.push(own.join("backends"));
+        if let Some(parent) = own.parent() {
+            dirs.push(parent.to_path_buf());
+        }
+        dirs.push(own);
+    }
+    dirs
+}
+
+/// Folders where a framework's own libraries may be, from the environment
+/// (`NEUROPODS_LIBTORCH_DIR` or tch's `LIBTORCH`; `NEUROPODS_TENSORFLOW_DIR`).
+/// Installed wheels do not need these: backend libraries find the framework
+/// through their rpath into site-packages.
+pub fn framework_lib_dirs(platform: Platform) -> Vec<PathBuf> {
+    let var = |name: &str| std::env::var_os(name).map(PathBuf::from);
+    match platform {
+        Platform::TorchScript => [
+            var("NEUROPODS_LIBTORCH_DIR"),
+            var("LIBTORCH").map(|p| p.join("lib")),
+        ]
+        .into_iter()
+        .flatten()
+        .collect(),
+        Platform::TensorFlow => var("NEUROPODS_TENSORFLOW_DIR").into_iter().collect(),
+        Platform::Python => Vec::new(),
+    }
+}
+
+/// The folder of the binary (executable or shared library) holding this code.
+fn own_dir() -> Option<PathBuf> {
+    let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
+    // SAFETY: dladdr only reads the address and fills `info`.
+    let found = unsafe { libc::dladdr(own_dir as *const libc::c_void, &mut info) };
+    if found == 0 || info.dli_fname.is_null() {
+        return std::env::current_exe()
+            .ok()
+            .and_then(|p| p.parent().map(Path::to_path_buf));
+    }
+    // SAFETY: dladdr returned a NUL-terminated file name.
+    let file = unsafe { std::ffi::CStr::from_ptr(info.dli_fname) };
+    let path = PathBuf::from(file.to_string_lossy().into_owned());
+    let path = std::fs::canonicalize(&path).unwrap_or(path);
+    path.parent().map(Path::to_path_buf)
+}
+
+fn open(info: &BackendInfo) -> Result<&'static BackendVTable> {
+    let dirs = search_dirs();
+    let Some(path) = dirs
+        .iter()
+        .map(|d| d.join(info.library))
+        .find(|p| p.is_file())
+    else {
+        return Err(Error::BackendNotFound {
+            platform: info.platform.name().to_string(),
+            library: info.library.to_string(),
+            searched: dirs
+                .iter()
+                .map(|d| d.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+        });
+    };
+    let framework_missing = |detail: String| Error::FrameworkNotFound {
+        platform: info.platform.name().to_string(),
+        framework: info.framework.to_string(),
+        hint: info.install_hint.to_string(),
+        detail,
+    };
+    preload_framework(info).map_err(framework_missing)?;
+    // SAFETY: opening a library runs its initialisers; backend libraries
+    // are ours. They are never closed: models and tensors they made may
+    // live until the process exits.
+    let library = unsafe {
+        libloading::os::unix::Library::open(
+            Some(&path),
+            libloading::os::unix::RTLD_NOW | libloading::os::unix::RTLD_LOCAL,
+        )
+    }
+    .map_err(|e| framework_missing(e.to_string()))?;
+    // SAFETY: the symbol has the EntryPoint signature by the ABI's contract.
+    let entry: EntryPoint = unsafe {
+        *library
+            .get::<EntryPoint>(ENTRY_POINT.as_bytes())
+            .map_err(|e| Error::Internal(format!("{}: {e}", path.display())))?
+    };
+    // SAFETY: the entry point returns a pointer to a static vtable.
+    let vtable = unsafe { entry().as_ref() }
+        .ok_or_else(|| Error::Internal(format!("{}: entry point returned null", path.display())))?;
+    if vtable.abi_version != ABI_VERSION {
+        return Err(Error::Internal(format!(
+            "{} speaks backend ABI {}, this core speaks {ABI_VERSION}: rebuild it",
+            path.display(),
+            vtable.abi_version
+        )));
+    }
+    std::mem::forget(library);
+    Ok(vtable)
+}
+
+/// Opens the framework's libraries globally when the environment says where
+/// they are, so that the backend library's dependencies resolve by soname.
+fn preload_framework(info: &BackendInfo) -> std::result::Result<(), String> {
+    for dir in framework_lib_dirs(info.platform) {
+        for lib in info.framework_libs {
+            let path = dir.join(lib);
+            if !path.is_file() {
+                continue;
+            }
+            // SAFETY: framework initialisers run once; never closed.
+            let library = unsafe {
+                libloading::os::unix::Library::open(
+                    Some(&path),
+                    libloading::os::unix::RTLD_NOW | libloading::os::unix::RTLD_GLOBAL,
+                )
+            }
+            .map_err(|e| e.to_string())?;
+            std::mem::forget(library);
+        }
+    }
+    Ok(())
+}

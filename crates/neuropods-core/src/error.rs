@@ -1,0 +1,117 @@
+//! The one error type of the core. Each variant names the culprit (a tensor,
+//! a config field, a path) and, where it helps, what was expected and found.
+
+use std::path::PathBuf;
+
+use crate::spec::SpecError;
+
+/// Result with the core's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in Neuropods.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The package path does not exist.
+    #[error("neuropod package not found: {}", path.display())]
+    PackageNotFound {
+        /// The path that was asked for.
+        path: PathBuf,
+    },
+    /// A config file is not valid JSON or a field in it is wrong.
+    #[error("invalid config {file}: {field}: {reason}")]
+    InvalidConfig {
+        /// Which file (`config.json`, `0/config.json`).
+        file: String,
+        /// JSON path of the offending field, e.g. `input_spec[1].dtype`.
+        field: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The package is malformed or unsafe (bad zip entry, hash mismatch...).
+    #[error("invalid neuropod package {}: {reason}", path.display())]
+    InvalidPackage {
+        /// The package.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A tensor does not match the model's spec.
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    /// A tensor or argument given to the API is malformed (not a spec issue).
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    /// The backend library for a platform was not found next to Neuropods.
+    #[error("no backend library for platform `{platform}`: looked for {library} in {searched}")]
+    BackendNotFound {
+        /// Platform of the model.
+        platform: String,
+        /// File name of the backend library.
+        library: String,
+        /// Directories searched, joined for display.
+        searched: String,
+    },
+    /// The framework a backend needs is not installed or cannot be loaded.
+    #[error("platform `{platform}` needs {framework}: {hint} ({detail})")]
+    FrameworkNotFound {
+        /// Platform of the model.
+        platform: String,
+        /// The framework that is missing.
+        framework: String,
+        /// What to install.
+        hint: String,
+        /// The loader's own message.
+        detail: String,
+    },
+    /// The framework failed while loading or running the model.
+    #[error("{platform} backend: {message}")]
+    Backend {
+        /// Platform of the model.
+        platform: String,
+        /// The framework's message.
+        message: String,
+    },
+    /// Bytes given to `deserialize` are not a valid serialized tensor.
+    #[error("cannot deserialize: {0}")]
+    Serialization(String),
+    /// A file could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A bug: a panic was caught, or an invariant broke.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn config(file: &str, field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::InvalidConfig {
+            file: file.to_string(),
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Turns a caught panic payload into [`Error::Internal`].
+    pub fn from_panic(payload: Box<dyn std::any::Any + Send>) -> Self {
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic payload".to_string());
+        Error::Internal(format!("panic: {message}"))
+    }
+}

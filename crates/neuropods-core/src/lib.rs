@@ -1,0 +1,37 @@
+//! Neuropods core: one uniform way to load a packaged deep-learning model and
+//! run it, whatever framework made it.
+//!
+//! This crate links no framework. A [`Neuropod`] reads a package
+//! ([`package`]), parses its [`config`], picks the backend for its platform
+//! ([`backend`]), which is a shared library opened the first time a model of
+//! that platform is loaded, and validates tensors against the [`spec`] on the
+//! way in and on the way out.
+//!
+//! ```no_run
+//! use neuropods_core::{LoadOptions, Neuropod, Tensor, TensorMap};
+//!
+//! let model = Neuropod::load("addition_model", &LoadOptions::default())?;
+//! let mut inputs = TensorMap::new();
+//! inputs.insert("x".into(), Tensor::from_vec(vec![2], vec![1.0f32, 2.0])?);
+//! inputs.insert("y".into(), Tensor::from_vec(vec![2], vec![3.0f32, 4.0])?);
+//! let outputs = model.infer(&inputs)?;
+//! println!("{:?}", outputs["out"].as_slice::<f32>()?);
+//! # Ok::<(), neuropods_core::Error>(())
+//! ```
+#![deny(missing_docs)]
+
+pub mod backend;
+pub mod config;
+pub mod device;
+mod error;
+mod model;
+pub mod package;
+pub mod serialize;
+pub mod spec;
+pub mod tensor;
+
+pub use config::{ModelConfig, Platform};
+pub use error::{Error, Result};
+pub use model::{LoadOptions, Neuropod};
+pub use spec::{Dim, SpecError, TensorSpec};
+pub use tensor::{Buffer, DType, Element, Tensor, TensorData, TensorMap};

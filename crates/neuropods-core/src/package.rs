@@ -1,0 +1,374 @@
+//! Packages on disk: a directory, or a zip of that directory's tree.
+//!
+//! A zip is extracted into a private temporary folder that lives as long as
+//! the [`Package`]; entries that would land outside it (`..`, absolute paths,
+//! symlinks) and archives that inflate far beyond their size are refused.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::path::{Component, Path, PathBuf};
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::config::{ModelConfig, CONFIG_FILE};
+use crate::error::{Error, Result};
+
+/// The manifest's file name at the package root.
+pub const MANIFEST_FILE: &str = "manifest.json";
+/// Backend-specific settings, relative to the package root.
+pub const BACKEND_CONFIG_FILE: &str = "0/config.json";
+
+/// Limits on what a zip package may inflate to.
+#[derive(Clone, Copy, Debug)]
+pub struct ZipLimits {
+    /// Most bytes all entries may inflate to together.
+    pub max_total_bytes: u64,
+    /// Most any entry may inflate relative to its compressed size (entries
+    /// under 1 MiB are exempt: small text compresses well).
+    pub max_ratio: u64,
+}
+
+impl Default for ZipLimits {
+    fn default() -> Self {
+        // Model weights barely compress; a 1000:1 ratio only comes from
+        // crafted or degenerate data.
+        ZipLimits {
+            max_total_bytes: 64 << 30,
+            max_ratio: 1000,
+        }
+    }
+}
+
+/// An opened package: its root folder on disk and its parsed config.
+#[derive(Debug)]
+pub struct Package {
+    source: PathBuf,
+    root: PathBuf,
+    config: ModelConfig,
+    // Declared last so that it is removed after everything else is dropped.
+    _extracted: Option<tempfile::TempDir>,
+}
+
+impl Package {
+    /// Opens a directory or zip package and parses its config.
+    pub fn open(path: impl AsRef<Path>) -> Result<Package> {
+        Package::open_with_limits(path, ZipLimits::default())
+    }
+
+    /// [`Package::open`] with explicit zip limits.
+    pub fn open_with_limits(path: impl AsRef<Path>, limits: ZipLimits) -> Result<Package> {
+        let source = path.as_ref().to_path_buf();
+        let meta = fs::metadata(&source).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => Error::PackageNotFound {
+                path: source.clone(),
+            },
+            _ => Error::io(&source, e),
+        })?;
+        let (root, extracted) = if meta.is_dir() {
+            check_symlinks_stay_inside(&source)?;
+            (source.clone(), None)
+        } else {
+            let dir = tempfile::Builder::new()
+                .prefix("neuropod-")
+                .tempdir()
+                .map_err(|e| Error::io(std::env::temp_dir(), e))?;
+            extract_zip(&source, dir.path(), limits)?;
+            (find_root(&source, dir.path())?, Some(dir))
+        };
+        let config_path = root.join(CONFIG_FILE);
+        let text = fs::read_to_string(&config_path).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => Error::InvalidPackage {
+                path: source.clone(),
+                reason: format!("no {CONFIG_FILE} at the package root"),
+            },
+            _ => Error::io(&config_path, e),
+        })?;
+        let config = ModelConfig::from_json(&text)?;
+        Ok(Package {
+            source,
+            root,
+            config,
+            _extracted: extracted,
+        })
+    }
+
+    /// The path the package was opened from.
+    pub fn source(&self) -> &Path {
+        &self.source
+    }
+
+    /// The folder holding config.json (a temporary one for zips).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The parsed config.json.
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    /// The text of `0/config.json`, if the package has one.
+    pub fn backend_config(&self) -> Result<Option<String>> {
+        let path = self.root.join(BACKEND_CONFIG_FILE);
+        match fs::read_to_string(&path) {
+            Ok(text) => Ok(Some(text)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(path, e)),
+        }
+    }
+
+    /// Checks every file against `manifest.json`: each listed file must exist
+    /// with its sha256, and every file must be listed.
+    pub fn verify_manifest(&self) -> Result<()> {
+        let invalid = |reason: String| Error::InvalidPackage {
+            path: self.source.clone(),
+            reason,
+        };
+        let manifest_path = self.root.join(MANIFEST_FILE);
+        let text = fs::read_to_string(&manifest_path)
+            .map_err(|e| invalid(format!("cannot read {MANIFEST_FILE}: {e}")))?;
+        let expected = parse_manifest(&text).map_err(invalid)?;
+        let mut found = BTreeMap::new();
+        for rel in list_files(&self.root).map_err(|e| Error::io(&self.root, e))? {
+            if rel != MANIFEST_FILE {
+                found.insert(rel, ());
+            }
+        }
+        for (rel, digest) in &expected {
+            if !found.contains_key(rel) {
+                return Err(invalid(format!("{rel} is in the manifest but missing")));
+            }
+            let actual = sha256_file(&self.root.join(rel)).map_err(|e| Error::io(rel, e))?;
+            if &actual != digest {
+                return Err(invalid(format!(
+                    "{rel}: sha256 mismatch (manifest {digest}, file {actual})"
+                )));
+            }
+        }
+        if let Some(extra) = found.keys().find(|rel| !expected.contains_key(*rel)) {
+            return Err(invalid(format!("{extra} is not in the manifest")));
+        }
+        Ok(())
+    }
+}
+
+/// Builds `manifest.json` text for a package folder (every file but the
+/// manifest itself, by relative path with `/` separators).
+pub fn build_manifest(root: &Path) -> Result<String> {
+    let mut files = serde_json::Map::new();
+    for rel in list_files(root).map_err(|e| Error::io(root, e))? {
+        if rel != MANIFEST_FILE {
+            let digest = sha256_file(&root.join(&rel)).map_err(|e| Error::io(&rel, e))?;
+            files.insert(rel, Value::from(digest));
+        }
+    }
+    let manifest = serde_json::json!({"manifest_version": 1, "files": files});
+    Ok(serde_json::to_string_pretty(&manifest).unwrap_or_default())
+}
+
+fn parse_manifest(text: &str) -> std::result::Result<BTreeMap<String, String>, String> {
+    let value: Value =
+        serde_json::from_str(text).map_err(|e| format!("{MANIFEST_FILE}: not valid JSON: {e}"))?;
+    if value.get("manifest_version").and_then(Value::as_u64) != Some(1) {
+        return Err(format!("{MANIFEST_FILE}: manifest_version must be 1"));
+    }
+    let files = value
+        .get("files")
+        .and_then(Value::as_object)
+        .ok_or_else(|| format!("{MANIFEST_FILE}: files must be an object"))?;
+    files
+        .iter()
+        .map(|(k, v)| match v.as_str() {
+            Some(d) => Ok((k.clone(), d.to_ascii_lowercase())),
+            None => Err(format!(
+                "{MANIFEST_FILE}: files.{k} must be a sha256 hex string"
+            )),
+        })
+        .collect()
+}
+
+fn sha256_file(path: &Path) -> io::Result<String> {
+    let mut file = File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut chunk = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut chunk)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&chunk[..n]);
+    }
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+/// Regular files under `root`, as sorted `/`-separated relative paths.
+fn list_files(root: &Path) -> io::Result<Vec<String>> {
+    let mut out = Vec::new();
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel_dir) = stack.pop() {
+        for entry in fs::read_dir(root.join(&rel_dir))? {
+            let entry = entry?;
+            let rel = rel_dir.join(entry.file_name());
+            let kind = fs::metadata(entry.path())?;
+            if kind.is_dir() {
+                stack.push(rel);
+            } else {
+                let parts: Vec<String> = rel
+                    .components()
+                    .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                    .collect();
+                out.push(parts.join("/"));
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn check_symlinks_stay_inside(root: &Path) -> Result<()> {
+    let canonical_root = fs::canonicalize(root).map_err(|e| Error::io(root, e))?;
+    let mut stack = vec![canonical_root.clone()];
+    while let Some(dir) = stack.pop() {
+        for entry in fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))? {
+            let entry = entry.map_err(|e| Error::io(&dir, e))?;
+            let path = entry.path();
+            let file_type = entry.file_type().map_err(|e| Error::io(&path, e))?;
+            if file_type.is_symlink() {
+                let target = fs::canonicalize(&path).map_err(|e| Error::io(&path, e))?;
+                if !target.starts_with(&canonical_root) {
+                    return Err(Error::InvalidPackage {
+                        path: root.to_path_buf(),
+                        reason: format!(
+                            "symlink {} points outside the package (to {})",
+                            path.strip_prefix(&canonical_root)
+                                .unwrap_or(&path)
+                                .display(),
+                            target.display()
+                        ),
+                    });
+                }
+            } else if file_type.is_dir() {
+                stack.push(path);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn extract_zip(zip_path: &Path, dest: &Path, limits: ZipLimits) -> Result<()> {
+    let invalid = |reason: String| Error::InvalidPackage {
+        path: zip_path.to_path_buf(),
+        reason,
+    };
+    let file = File::open(zip_path).map_err(|e| Error::io(zip_path, e))?;
+    let mut archive = zip::ZipArchive::new(file)
+        .map_err(|e| invalid(format!("neither a directory nor a readable zip: {e}")))?;
+    let mut total: u64 = 0;
+    for i in 0..archive.len() {
+        let mut entry = archive
+            .by_index(i)
+            .map_err(|e| invalid(format!("zip entry {i}: {e}")))?;
+        let name = entry
+            .name()
+            .map(|n| n.into_owned())
+            .unwrap_or_else(|_| format!("#{i}"));
+        let rel = safe_relative_path(&name)
+            .ok_or_else(|| invalid(format!("zip entry '{name}' escapes the package folder")))?;
+        if entry.is_symlink() {
+            return Err(invalid(format!(
+                "zip entry '{name}' is a symlink; links are not allowed in zip packages"
+            )));
+        }
+        let target = dest.join(&rel);
+        if entry.is_dir() {
+            fs::create_dir_all(&target).map_err(|e| Error::io(&target, e))?;
+            continue;
+        }
+        let declared = entry.size();
+        let compressed = entry.compressed_size().max(1);
+        let allowed = if declared > (1 << 20) {
+            declared.min(compressed.saturating_mul(limits.max_ratio))
+        } else {
+            declared
+        };
+        if allowed < declared || total.saturating_add(declared) > limits.max_total_bytes {
+            return Err(invalid(format!(
+                "zip entry '{name}' inflates to {declared} bytes from {compressed}: refusing a possible zip bomb"
+            )));
+        }
+        if let Some(parent) = target.parent() {
+            fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+        }
+        let mut out = File::create(&target).map_err(|e| Error::io(&target, e))?;
+        // Never trust the declared size: read at most one byte past it.
+        let written = io::copy(&mut (&mut entry).take(declared + 1), &mut out)
+            .map_err(|e| invalid(format!("zip entry '{name}': {e}")))?;
+        if written != declared {
+            return Err(invalid(format!(
+                "zip entry '{name}' holds {written}+ bytes but declares {declared}"
+            )));
+        }
+        out.flush().map_err(|e| Error::io(&target, e))?;
+        total += written;
+    }
+    Ok(())
+}
+
+/// A zip entry name as a path that stays inside the destination, or `None`.
+fn safe_relative_path(name: &str) -> Option<PathBuf> {
+    if name.contains('\0') || name.contains('\\') {
+        return None;
+    }
+    let path = Path::new(name);
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::Normal(part) => out.push(part),
+            Component::CurDir => {}
+            Component::ParentDir | Component::RootDir | Component::Prefix(_) => return None,
+        }
+    }
+    (!out.as_os_str().is_empty()).then_some(out)
+}
+
+/// The folder holding config.json: the extraction folder itself, or the one
+/// folder at its top (zips made of the package folder rather than its tree).
+fn find_root(source: &Path, extracted: &Path) -> Result<PathBuf> {
+    if extracted.join(CONFIG_FILE).is_file() {
+        return Ok(extracted.to_path_buf());
+    }
+    let entries: Vec<PathBuf> = fs::read_dir(extracted)
+        .map_err(|e| Error::io(extracted, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    match entries.as_slice() {
+        [only] if only.join(CONFIG_FILE).is_file() => Ok(only.clone()),
+        _ => Err(Error::InvalidPackage {
+            path: source.to_path_buf(),
+            reason: format!("no {CONFIG_FILE} at the zip's root"),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zip_names_that_escape_are_refused() {
+        assert!(safe_relative_path("../evil").is_none());
+        assert!(safe_relative_path("a/../../evil").is_none());
+        assert!(safe_relative_path("/etc/passwd").is_none());
+        assert!(safe_relative_path("a\\..\\b").is_none());
+        assert_eq!(
+            safe_relative_path("./0/data/model.pt"),
+            Some(PathBuf::from("0/data/model.pt"))
+        );
+    }
+}

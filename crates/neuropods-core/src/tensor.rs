@@ -1,0 +1,401 @@
+//! Tensors: a dtype, a shape and storage. Numeric storage is a [`Buffer`]:
+//! bytes that are either owned by Neuropods or borrowed from someone else
+//! (numpy, libtorch, a serialized blob) and kept alive by an owner handle, so
+//! data crosses layers without copies.
+
+use std::any::Any;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::ops::{Deref, Range};
+use std::ptr::NonNull;
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+
+/// Element type of a tensor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u32)]
+pub enum DType {
+    /// IEEE half precision.
+    Float16 = 1,
+    /// IEEE single precision.
+    Float32 = 2,
+    /// IEEE double precision.
+    Float64 = 3,
+    /// Signed 8-bit integer.
+    Int8 = 4,
+    /// Signed 16-bit integer.
+    Int16 = 5,
+    /// Signed 32-bit integer.
+    Int32 = 6,
+    /// Signed 64-bit integer.
+    Int64 = 7,
+    /// Unsigned 8-bit integer.
+    Uint8 = 8,
+    /// Unsigned 16-bit integer.
+    Uint16 = 9,
+    /// Unsigned 32-bit integer.
+    Uint32 = 10,
+    /// Unsigned 64-bit integer.
+    Uint64 = 11,
+    /// Boolean, one byte per element (0 or 1).
+    Bool = 12,
+    /// UTF-8 string.
+    String = 13,
+}
+
+impl DType {
+    /// Every dtype, in code order.
+    pub const ALL: [DType; 13] = [
+        DType::Float16,
+        DType::Float32,
+        DType::Float64,
+        DType::Int8,
+        DType::Int16,
+        DType::Int32,
+        DType::Int64,
+        DType::Uint8,
+        DType::Uint16,
+        DType::Uint32,
+        DType::Uint64,
+        DType::Bool,
+        DType::String,
+    ];
+
+    /// The name used in specs and by numpy (`"float32"`, `"string"`...).
+    pub fn name(self) -> &'static str {
+        match self {
+            DType::Float16 => "float16",
+            DType::Float32 => "float32",
+            DType::Float64 => "float64",
+            DType::Int8 => "int8",
+            DType::Int16 => "int16",
+            DType::Int32 => "int32",
+            DType::Int64 => "int64",
+            DType::Uint8 => "uint8",
+            DType::Uint16 => "uint16",
+            DType::Uint32 => "uint32",
+            DType::Uint64 => "uint64",
+            DType::Bool => "bool",
+            DType::String => "string",
+        }
+    }
+
+    /// Parses a spec dtype name.
+    pub fn from_name(name: &str) -> Option<DType> {
+        DType::ALL.into_iter().find(|d| d.name() == name)
+    }
+
+    /// Stable numeric code, used by the serializer and the backend ABI.
+    pub fn code(self) -> u32 {
+        self as u32
+    }
+
+    /// Inverse of [`DType::code`].
+    pub fn from_code(code: u32) -> Option<DType> {
+        DType::ALL.into_iter().find(|d| d.code() == code)
+    }
+
+    /// Bytes per element; `None` for strings.
+    pub fn item_size(self) -> Option<usize> {
+        match self {
+            DType::Int8 | DType::Uint8 | DType::Bool => Some(1),
+            DType::Float16 | DType::Int16 | DType::Uint16 => Some(2),
+            DType::Float32 | DType::Int32 | DType::Uint32 => Some(4),
+            DType::Float64 | DType::Int64 | DType::Uint64 => Some(8),
+            DType::String => None,
+        }
+    }
+}
+
+impl fmt::Display for DType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Rust element types that map to a numeric [`DType`].
+pub trait Element: Copy + Send + Sync + 'static {
+    /// The dtype of this element type.
+    const DTYPE: DType;
+}
+
+macro_rules! element {
+    ($($t:ty => $d:ident),* $(,)?) => {$(
+        impl Element for $t { const DTYPE: DType = DType::$d; }
+    )*};
+}
+element!(half::f16 => Float16, f32 => Float32, f64 => Float64, i8 => Int8, i16 => Int16,
+         i32 => Int32, i64 => Int64, u8 => Uint8, u16 => Uint16, u32 => Uint32,
+         u64 => Uint64, bool => Bool);
+
+/// Alignment of buffers that Neuropods allocates itself.
+pub const BUFFER_ALIGN: usize = 64;
+
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct AlignedChunk([u8; BUFFER_ALIGN]);
+
+/// Immutable bytes plus whatever keeps them alive.
+///
+/// Cloning and slicing share the owner; the bytes are never written through a
+/// `Buffer`, which is why it may be shared across threads.
+#[derive(Clone)]
+pub struct Buffer {
+    ptr: NonNull<u8>,
+    len: usize,
+    owner: Arc<dyn Any + Send + Sync>,
+}
+
+// SAFETY: the bytes are immutable for the life of the buffer and the owner is
+// itself Send + Sync.
+unsafe impl Send for Buffer {}
+unsafe impl Sync for Buffer {}
+
+impl Buffer {
+    /// Takes ownership of a vector without copying it.
+    pub fn from_vec<T: Element>(data: Vec<T>) -> Buffer {
+        let len = std::mem::size_of_val(data.as_slice());
+        let ptr = NonNull::new(data.as_ptr() as *mut u8).unwrap_or(NonNull::dangling());
+        Buffer {
+            ptr,
+            len,
+            owner: Arc::new(data),
+        }
+    }
+
+    /// Copies bytes into a new buffer aligned to [`BUFFER_ALIGN`].
+    pub fn copy_from_slice(bytes: &[u8]) -> Buffer {
+        let mut buffer = AlignedBufferWriter::new(bytes.len());
+        buffer.as_mut_slice().copy_from_slice(bytes);
+        buffer.finish()
+    }
+
+    /// Wraps memory owned by someone else.
+    ///
+    /// # Safety
+    /// `ptr` must point to `len` readable bytes that stay valid and unchanged
+    /// for as long as `owner` is alive.
+    pub unsafe fn from_raw_parts(
+        ptr: *const u8,
+        len: usize,
+        owner: Arc<dyn Any + Send + Sync>,
+    ) -> Buffer {
+        Buffer {
+            ptr: NonNull::new(ptr as *mut u8).unwrap_or(NonNull::dangling()),
+            len,
+            owner,
+        }
+    }
+
+    /// A sub-range sharing this buffer's owner; `None` if out of bounds.
+    pub fn slice(&self, range: Range<usize>) -> Option<Buffer> {
+        if range.start > range.end || range.end > self.len {
+            return None;
+        }
+        Some(Buffer {
+            // SAFETY: in bounds, checked above.
+            ptr: unsafe { NonNull::new_unchecked(self.ptr.as_ptr().add(range.start)) },
+            len: range.end - range.start,
+            owner: self.owner.clone(),
+        })
+    }
+
+    /// Address of the first byte.
+    pub fn as_ptr(&self) -> *const u8 {
+        self.ptr.as_ptr()
+    }
+
+    /// Whether the data may be read as elements of `align` bytes in place.
+    pub fn is_aligned_to(&self, align: usize) -> bool {
+        align == 0 || (self.ptr.as_ptr() as usize).is_multiple_of(align)
+    }
+
+    /// The owner handle (for layers that hand the memory on, e.g. to numpy).
+    pub fn owner(&self) -> &Arc<dyn Any + Send + Sync> {
+        &self.owner
+    }
+}
+
+impl Deref for Buffer {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: ptr/len describe live bytes kept alive by `owner`.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl fmt::Debug for Buffer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Buffer({} bytes)", self.len)
+    }
+}
+
+/// A zero-filled, [`BUFFER_ALIGN`]-aligned allocation that is written once,
+/// then frozen into a [`Buffer`].
+pub struct AlignedBufferWriter {
+    chunks: Vec<AlignedChunk>,
+    len: usize,
+}
+
+impl AlignedBufferWriter {
+    /// Allocates `len` zeroed bytes.
+    pub fn new(len: usize) -> Self {
+        let chunks = vec![AlignedChunk([0; BUFFER_ALIGN]); len.div_ceil(BUFFER_ALIGN)];
+        AlignedBufferWriter { chunks, len }
+    }
+
+    /// The bytes to fill.
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: the chunks hold at least `len` contiguous bytes.
+        unsafe { std::slice::from_raw_parts_mut(self.chunks.as_mut_ptr() as *mut u8, self.len) }
+    }
+
+    /// Freezes the bytes.
+    pub fn finish(self) -> Buffer {
+        let ptr = self.chunks.as_ptr() as *const u8;
+        let len = self.len;
+        // SAFETY: the Vec's heap block does not move when the Vec is moved
+        // into the Arc, and it is never written again.
+        unsafe { Buffer::from_raw_parts(ptr, len, Arc::new(self.chunks)) }
+    }
+}
+
+/// The elements of a tensor.
+#[derive(Clone, Debug)]
+pub enum TensorData {
+    /// Little-endian (native) numeric elements, row-major.
+    Numeric(Buffer),
+    /// Strings, row-major.
+    Strings(Vec<String>),
+}
+
+/// A dense, row-major tensor on the CPU.
+#[derive(Clone, Debug)]
+pub struct Tensor {
+    dtype: DType,
+    shape: Vec<usize>,
+    data: TensorData,
+}
+
+/// Tensors by name; the form of model inputs and outputs.
+pub type TensorMap = BTreeMap<String, Tensor>;
+
+/// Number of elements of a shape, or `None` on overflow.
+pub fn checked_numel(shape: &[usize]) -> Option<usize> {
+    shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d))
+}
+
+impl Tensor {
+    /// A numeric tensor taking ownership of `data`.
+    pub fn from_vec<T: Element>(shape: Vec<usize>, data: Vec<T>) -> Result<Tensor> {
+        Tensor::from_buffer(T::DTYPE, shape, Buffer::from_vec(data))
+    }
+
+    /// A numeric tensor over a buffer; checks that sizes agree.
+    pub fn from_buffer(dtype: DType, shape: Vec<usize>, buffer: Buffer) -> Result<Tensor> {
+        let item = dtype.item_size().ok_or_else(|| {
+            Error::InvalidInput("a string tensor cannot be made from a byte buffer".into())
+        })?;
+        let expected = checked_numel(&shape)
+            .and_then(|n| n.checked_mul(item))
+            .ok_or_else(|| Error::InvalidInput(format!("shape {shape:?} is too large")))?;
+        if expected != buffer.len() {
+            return Err(Error::InvalidInput(format!(
+                "{dtype} tensor of shape {shape:?} needs {expected} bytes, got {}",
+                buffer.len()
+            )));
+        }
+        Ok(Tensor {
+            dtype,
+            shape,
+            data: TensorData::Numeric(buffer),
+        })
+    }
+
+    /// A string tensor.
+    pub fn from_strings(shape: Vec<usize>, strings: Vec<String>) -> Result<Tensor> {
+        if checked_numel(&shape) != Some(strings.len()) {
+            return Err(Error::InvalidInput(format!(
+                "string tensor of shape {shape:?} needs {} elements, got {}",
+                checked_numel(&shape).map_or("too many".to_string(), |n| n.to_string()),
+                strings.len()
+            )));
+        }
+        Ok(Tensor {
+            dtype: DType::String,
+            shape,
+            data: TensorData::Strings(strings),
+        })
+    }
+
+    /// Element type.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// Dimensions.
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    /// Number of elements.
+    pub fn numel(&self) -> usize {
+        match &self.data {
+            TensorData::Strings(s) => s.len(),
+            TensorData::Numeric(b) => b.len() / self.dtype.item_size().unwrap_or(1),
+        }
+    }
+
+    /// The storage.
+    pub fn data(&self) -> &TensorData {
+        &self.data
+    }
+
+    /// The numeric storage, if numeric.
+    pub fn buffer(&self) -> Option<&Buffer> {
+        match &self.data {
+            TensorData::Numeric(b) => Some(b),
+            TensorData::Strings(_) => None,
+        }
+    }
+
+    /// The strings, if a string tensor.
+    pub fn strings(&self) -> Option<&[String]> {
+        match &self.data {
+            TensorData::Strings(s) => Some(s),
+            TensorData::Numeric(_) => None,
+        }
+    }
+
+    /// The elements as a typed slice; fails on a dtype mismatch or on memory
+    /// that is not aligned for `T` (borrowed memory can be unaligned).
+    pub fn as_slice<T: Element>(&self) -> Result<&[T]> {
+        if T::DTYPE != self.dtype {
+            return Err(Error::InvalidInput(format!(
+                "tensor is {}, not {}",
+                self.dtype,
+                T::DTYPE
+            )));
+        }
+        let buffer = self
+            .buffer()
+            .ok_or_else(|| Error::InvalidInput("string tensors have no numeric elements".into()))?;
+        if !buffer.is_aligned_to(std::mem::align_of::<T>()) {
+            return Err(Error::InvalidInput(format!(
+                "{} data is not aligned for reading in place",
+                self.dtype
+            )));
+        }
+        // SAFETY: dtype matches T, the length is a multiple of size_of::<T>
+        // (checked at construction) and alignment was checked. Bool buffers
+        // only ever hold 0 or 1: every producer (numpy bool, torch bool,
+        // the deserializer, which checks) guarantees it.
+        Ok(unsafe {
+            std::slice::from_raw_parts(
+                buffer.as_ptr() as *const T,
+                buffer.len() / std::mem::size_of::<T>(),
+            )
+        })
+    }
+}

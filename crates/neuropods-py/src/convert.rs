@@ -1,0 +1,246 @@
+//! numpy arrays to core tensors and back, without copies where memory allows.
+
+use std::sync::Arc;
+
+use neuropods_core::{Buffer, DType, Tensor, TensorData};
+use numpy::npyffi::{self, NPY_ARRAY_ALIGNED, NPY_ARRAY_C_CONTIGUOUS, PY_ARRAY_API};
+use numpy::{PyArrayDescr, PyArrayDescrMethods, PyUntypedArray, PyUntypedArrayMethods};
+use pyo3::prelude::*;
+
+use crate::errors::raise;
+
+/// Keeps a Python object (the numpy array or bytes a buffer points into)
+/// alive. Only dropped while attached to the interpreter: buffers made from
+/// Python memory never leave the call that made them, or are owned by a
+/// [`TensorMemory`] that Python frees.
+struct PyOwner(#[allow(dead_code)] Py<PyAny>);
+
+/// Wraps Python-owned memory as a core buffer.
+///
+/// # Safety
+/// `ptr`/`len` must be memory owned by `owner` that nobody frees or moves
+/// while `owner` is referenced.
+pub unsafe fn buffer_from_python(ptr: *const u8, len: usize, owner: Py<PyAny>) -> Buffer {
+    Buffer::from_raw_parts(ptr, len, Arc::new(PyOwner(owner)))
+}
+
+fn input_type_error(py: Python<'_>, message: String) -> PyErr {
+    raise(py, "InputTypeError", message)
+}
+
+fn numeric_dtype(kind: u8, itemsize: usize) -> Option<DType> {
+    Some(match (kind, itemsize) {
+        (b'f', 2) => DType::Float16,
+        (b'f', 4) => DType::Float32,
+        (b'f', 8) => DType::Float64,
+        (b'i', 1) => DType::Int8,
+        (b'i', 2) => DType::Int16,
+        (b'i', 4) => DType::Int32,
+        (b'i', 8) => DType::Int64,
+        (b'u', 1) => DType::Uint8,
+        (b'u', 2) => DType::Uint16,
+        (b'u', 4) => DType::Uint32,
+        (b'u', 8) => DType::Uint64,
+        (b'b', 1) => DType::Bool,
+        _ => return None,
+    })
+}
+
+/// Converts one numpy array. C-contiguous, aligned, native-endian numeric
+/// arrays are borrowed in place; others are copied once by numpy.
+pub fn tensor_from_numpy(py: Python<'_>, name: &str, value: &Bound<'_, PyAny>) -> PyResult<Tensor> {
+    let Ok(array) = value.cast::<PyUntypedArray>() else {
+        return Err(input_type_error(
+            py,
+            format!(
+                "input '{name}': expected a numpy array, got {}",
+                value.get_type().name()?
+            ),
+        ));
+    };
+    let descr = array.dtype();
+    let kind = descr.kind();
+    let shape = array.shape().to_vec();
+    match kind {
+        b'U' | b'S' | b'O' => return string_tensor(py, name, array, kind, shape),
+        _ => {}
+    }
+    let dtype = numeric_dtype(kind, descr.itemsize()).ok_or_else(|| {
+        input_type_error(
+            py,
+            format!(
+                "input '{name}': numpy dtype {} is not supported",
+                descr.str().map(|s| s.to_string()).unwrap_or_default()
+            ),
+        )
+    })?;
+    let native = descr.is_native_byteorder().unwrap_or(true);
+    let array = if array.is_c_contiguous() && array.is_aligned() && native {
+        array.clone()
+    } else {
+        let numpy = py.import("numpy")?;
+        let native_dtype = descr.call_method1("newbyteorder", ("=",))?;
+        numpy
+            .call_method1("ascontiguousarray", (array, native_dtype))?
+            .cast_into::<PyUntypedArray>()?
+    };
+    // SAFETY: a C-contiguous array's data is `len` bytes at `data`.
+    let raw = unsafe { &*array.as_array_ptr() };
+    let len = array.len() * dtype.item_size().unwrap_or(1);
+    let buffer =
+        unsafe { buffer_from_python(raw.fields.data as *const u8, len, array.into_any().unbind()) };
+    Tensor::from_buffer(dtype, shape, buffer).map_err(|e| crate::errors::to_py(py, e))
+}
+
+fn string_tensor(
+    py: Python<'_>,
+    name: &str,
+    array: &Bound<'_, PyUntypedArray>,
+    kind: u8,
+    shape: Vec<usize>,
+) -> PyResult<Tensor> {
+    // Strings are always copied: the core holds them as UTF-8.
+    let flat = array.call_method0("ravel")?;
+    let strings: Vec<String> = match kind {
+        b'U' => flat.call_method0("tolist")?.extract()?,
+        b'S' => {
+            let items: Vec<Vec<u8>> = flat.call_method0("tolist")?.extract()?;
+            items
+                .into_iter()
+                .enumerate()
+                .map(|(i, b)| {
+                    String::from_utf8(b).map_err(|_| {
+                        input_type_error(
+                            py,
+                            format!("input '{name}': element {i} is not valid UTF-8"),
+                        )
+                    })
+                })
+                .collect::<PyResult<_>>()?
+        }
+        _ => {
+            let items = flat.call_method0("tolist")?;
+            let mut out = Vec::new();
+            for (i, item) in items.try_iter()?.enumerate() {
+                let item = item?;
+                match item.extract::<String>() {
+                    Ok(s) => out.push(s),
+                    Err(_) => {
+                        return Err(input_type_error(
+                            py,
+                            format!(
+                                "input '{name}': object array element {i} is {}, expected str",
+                                item.get_type().name()?
+                            ),
+                        ))
+                    }
+                }
+            }
+            out
+        }
+    };
+    Tensor::from_strings(shape, strings).map_err(|e| crate::errors::to_py(py, e))
+}
+
+/// Owns the memory behind numpy arrays that Neuropods hands out; set as
+/// their `base`, so the memory lives exactly as long as the arrays.
+#[pyclass(frozen, module = "neuropods_native")]
+pub struct TensorMemory {
+    _buffer: Buffer,
+}
+
+fn numpy_descr<'py>(py: Python<'py>, dtype: DType) -> Bound<'py, PyArrayDescr> {
+    use numpy::dtype as of;
+    match dtype {
+        DType::Float16 => of::<half::f16>(py),
+        DType::Float32 => of::<f32>(py),
+        DType::Float64 => of::<f64>(py),
+        DType::Int8 => of::<i8>(py),
+        DType::Int16 => of::<i16>(py),
+        DType::Int32 => of::<i32>(py),
+        DType::Int64 => of::<i64>(py),
+        DType::Uint8 => of::<u8>(py),
+        DType::Uint16 => of::<u16>(py),
+        DType::Uint32 => of::<u32>(py),
+        DType::Uint64 => of::<u64>(py),
+        DType::Bool | DType::String => of::<bool>(py),
+    }
+}
+
+/// A read-only numpy array viewing `buffer`, which it keeps alive.
+fn array_over_buffer<'py>(
+    py: Python<'py>,
+    descr: Bound<'py, PyArrayDescr>,
+    shape: &[usize],
+    buffer: Buffer,
+) -> PyResult<Bound<'py, PyAny>> {
+    let mut dims: Vec<npyffi::npy_intp> = shape.iter().map(|&d| d as npyffi::npy_intp).collect();
+    let data = buffer.as_ptr() as *mut std::ffi::c_void;
+    let memory = Bound::new(py, TensorMemory { _buffer: buffer })?;
+    // SAFETY: `data` holds shape's elements of `descr`, C-contiguous, kept
+    // alive by `memory`, which becomes the array's base. The array is left
+    // read-only: the memory may be shared (a model's own tensor, a bytes
+    // object).
+    unsafe {
+        let array_type = npyffi::get_type_object(py, npyffi::NpyTypes::PyArray_Type);
+        let ptr = PY_ARRAY_API.PyArray_NewFromDescr(
+            py,
+            array_type,
+            descr.into_dtype_ptr(),
+            dims.len() as std::ffi::c_int,
+            dims.as_mut_ptr(),
+            std::ptr::null_mut(),
+            data,
+            NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED,
+            std::ptr::null_mut(),
+        );
+        let array = Bound::from_owned_ptr_or_err(py, ptr)?;
+        if PY_ARRAY_API.PyArray_SetBaseObject(
+            py,
+            ptr as *mut npyffi::PyArrayObject,
+            memory.into_any().into_ptr(),
+        ) < 0
+        {
+            return Err(PyErr::fetch(py));
+        }
+        Ok(array)
+    }
+}
+
+/// Converts a core tensor to numpy: numeric tensors become views of their
+/// memory (no copy), strings a unicode (`<U`) array.
+pub fn tensor_to_numpy<'py>(py: Python<'py>, tensor: Tensor) -> PyResult<Bound<'py, PyAny>> {
+    let shape = tensor.shape().to_vec();
+    let dtype = tensor.dtype();
+    match tensor.data() {
+        TensorData::Numeric(buffer) => {
+            let buffer = if buffer.is_aligned_to(dtype.item_size().unwrap_or(1)) {
+                buffer.clone()
+            } else {
+                Buffer::copy_from_slice(buffer)
+            };
+            array_over_buffer(py, numpy_descr(py, dtype), &shape, buffer)
+        }
+        TensorData::Strings(strings) => {
+            let width = strings
+                .iter()
+                .map(|s| s.chars().count())
+                .max()
+                .unwrap_or(0)
+                .max(1);
+            let mut ucs4 = vec![0u32; strings.len() * width];
+            for (chunk, s) in ucs4.chunks_mut(width).zip(strings) {
+                for (slot, c) in chunk.iter_mut().zip(s.chars()) {
+                    *slot = c as u32;
+                }
+            }
+            let descr = PyArrayDescr::new(py, format!("<U{width}"))?;
+            array_over_buffer(py, descr, &shape, Buffer::from_vec(ucs4))
+        }
+    }
+}
+
+/// Error for a value that is not what the API takes.
+pub fn type_error(py: Python<'_>, message: String) -> PyErr {
+    input_type_error(py, message)
+}

@@ -1,0 +1,60 @@
+//! Core errors to Python exceptions. The classes live in
+//! `neuropods_native/errors.py` (they need several bases, e.g. both
+//! `NeuropodError` and `ValueError`); each core error kind has its own.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use neuropods_core::Error;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::PyType;
+
+/// Raises `class_name` from `neuropods_native.errors` with `message`.
+pub fn raise(py: Python<'_>, class_name: &str, message: String) -> PyErr {
+    static MODULE: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
+    let module = MODULE.get_or_try_init(py, || {
+        py.import("neuropods_native.errors").map(Bound::unbind)
+    });
+    let class = module.and_then(|m| {
+        m.bind(py)
+            .getattr(class_name)
+            .and_then(|c| c.cast_into::<PyType>().map_err(PyErr::from))
+    });
+    match class {
+        Ok(class) => PyErr::from_type(class, message),
+        Err(e) => e,
+    }
+}
+
+/// The exception class for a core error.
+fn class_of(err: &Error) -> &'static str {
+    match err {
+        Error::PackageNotFound { .. } => "PackageNotFoundError",
+        Error::InvalidConfig { .. } => "ConfigError",
+        Error::InvalidPackage { .. } => "PackageError",
+        Error::Spec(spec) => match spec {
+            neuropods_core::SpecError::UnknownTensor { .. } => "UnknownTensorError",
+            neuropods_core::SpecError::DTypeMismatch { .. } => "DTypeError",
+            _ => "ShapeError",
+        },
+        Error::InvalidInput(_) => "InvalidInputError",
+        Error::BackendNotFound { .. } => "BackendNotFoundError",
+        Error::FrameworkNotFound { .. } => "FrameworkNotFoundError",
+        Error::Backend { .. } => "BackendError",
+        Error::Serialization(_) => "SerializationError",
+        Error::Io { .. } => "NeuropodIOError",
+        _ => "InternalError",
+    }
+}
+
+/// Converts a core error.
+pub fn to_py(py: Python<'_>, err: Error) -> PyErr {
+    raise(py, class_of(&err), err.to_string())
+}
+
+/// Runs `f`; a Rust panic becomes `InternalError` instead of unwinding
+/// into Python (pyo3's own `PanicException` is not an `Exception`).
+pub fn guard<T>(py: Python<'_>, f: impl FnOnce() -> PyResult<T>) -> PyResult<T> {
+    catch_unwind(AssertUnwindSafe(f))
+        .unwrap_or_else(|payload| Err(to_py(py, Error::from_panic(payload))))
+}

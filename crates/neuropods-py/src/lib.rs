@@ -1,0 +1,52 @@
+//! Python bindings of Neuropods (`neuropods_native._native`): the
+//! `Neuropod` class and `serialize`/`deserialize`, with numpy zero-copy views
+//! and the GIL released while models run.
+
+mod convert;
+mod errors;
+mod model;
+mod serde;
+
+use pyo3::prelude::*;
+
+/// Panics on purpose, inside the same guard as every other entry point; lets
+/// tests check that a Rust panic surfaces as `InternalError`.
+#[pyfunction]
+fn _panic_for_tests(py: Python<'_>) -> PyResult<()> {
+    errors::guard(py, || panic!("deliberate panic for tests"))
+}
+
+/// Checks config.json text as the loader would; raises `ConfigError`.
+#[pyfunction]
+fn check_config(py: Python<'_>, text: &str) -> PyResult<()> {
+    errors::guard(py, || {
+        neuropods_core::ModelConfig::from_json(text)
+            .map(drop)
+            .map_err(|e| errors::to_py(py, e))
+    })
+}
+
+/// Writes `manifest.json` (sha256 of every file) into a package folder.
+#[pyfunction]
+fn write_manifest(py: Python<'_>, package_dir: std::path::PathBuf) -> PyResult<()> {
+    errors::guard(py, || {
+        let text = neuropods_core::package::build_manifest(&package_dir)
+            .map_err(|e| errors::to_py(py, e))?;
+        let path = package_dir.join(neuropods_core::package::MANIFEST_FILE);
+        std::fs::write(&path, text)
+            .map_err(|e| errors::to_py(py, neuropods_core::Error::Io { path, source: e }))
+    })
+}
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<model::Neuropod>()?;
+    m.add_class::<convert::TensorMemory>()?;
+    m.add_function(wrap_pyfunction!(serde::serialize, m)?)?;
+    m.add_function(wrap_pyfunction!(serde::deserialize, m)?)?;
+    m.add_function(wrap_pyfunction!(check_config, m)?)?;
+    m.add_function(wrap_pyfunction!(write_manifest, m)?)?;
+    m.add_function(wrap_pyfunction!(_panic_for_tests, m)?)?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}

@@ -1,0 +1,234 @@
+//! The `Neuropod` class: load options from keyword arguments, dict in and
+//! dict out, the GIL released while the backend runs.
+
+use std::sync::{Arc, Mutex};
+
+use neuropods_core::{Dim, LoadOptions, TensorMap, TensorSpec};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList, PyString};
+
+use crate::convert::{tensor_from_numpy, tensor_to_numpy, type_error};
+use crate::errors::{guard, raise, to_py};
+
+/// Load options accepted as keyword arguments, besides `visible_gpu`.
+const OPTIONS: [&str; 3] = ["intra_op_threads", "inter_op_threads", "verify_manifest"];
+
+fn parse_options(
+    py: Python<'_>,
+    visible_gpu: Option<&Bound<'_, PyAny>>,
+    options: Option<&Bound<'_, PyDict>>,
+) -> PyResult<LoadOptions> {
+    let mut load = LoadOptions::default();
+    let count = |name: &str, v: &Bound<'_, PyAny>| -> PyResult<Option<u32>> {
+        if v.is_none() {
+            return Ok(None);
+        }
+        match v.extract::<i64>() {
+            Ok(n)
+                if n >= 0 && n <= u32::MAX as i64 && !v.is_instance_of::<pyo3::types::PyBool>() =>
+            {
+                Ok(Some(n as u32))
+            }
+            _ => Err(raise(
+                py,
+                "InvalidOptionError",
+                format!(
+                    "{name} must be None or a non-negative int, got {}",
+                    v.repr()?
+                ),
+            )),
+        }
+    };
+    if let Some(v) = visible_gpu {
+        load.backend.visible_gpu = count("visible_gpu", v)?;
+    }
+    if let Some(options) = options {
+        for (key, value) in options.iter() {
+            let key: String = key.extract()?;
+            match key.as_str() {
+                "intra_op_threads" => load.backend.intra_op_threads = count(&key, &value)?,
+                "inter_op_threads" => load.backend.inter_op_threads = count(&key, &value)?,
+                "verify_manifest" => load.verify_manifest = value.is_truthy()?,
+                _ => {
+                    return Err(raise(
+                        py,
+                        "InvalidOptionError",
+                        format!(
+                            "unknown load option '{key}' (known: visible_gpu, {})",
+                            OPTIONS.join(", ")
+                        ),
+                    ))
+                }
+            }
+        }
+    }
+    Ok(load)
+}
+
+fn spec_to_py<'py>(py: Python<'py>, specs: &[TensorSpec]) -> PyResult<Bound<'py, PyList>> {
+    let list = PyList::empty(py);
+    for spec in specs {
+        let shape = PyList::empty(py);
+        for dim in &spec.shape {
+            match dim {
+                Dim::Fixed(n) => shape.append(n)?,
+                Dim::Any => shape.append(py.None())?,
+                Dim::Symbol(s) => shape.append(s)?,
+            }
+        }
+        let entry = PyDict::new(py);
+        entry.set_item("name", &spec.name)?;
+        entry.set_item("dtype", spec.dtype.name())?;
+        entry.set_item("shape", shape)?;
+        list.append(entry)?;
+    }
+    Ok(list)
+}
+
+/// A loaded model.
+///
+/// `Neuropod(path, visible_gpu=None, **options)` loads a package (a folder or
+/// a zip). Options: `intra_op_threads`, `inter_op_threads`,
+/// `verify_manifest`. Usable as a context manager; `infer` may be called
+/// from many threads at once.
+#[pyclass(frozen, module = "neuropods_native")]
+pub struct Neuropod {
+    // None once closed. Calls clone the Arc, so closing while another
+    // thread is inside `infer` is safe: the model goes when that call ends.
+    model: Mutex<Option<Arc<neuropods_core::Neuropod>>>,
+}
+
+impl Neuropod {
+    fn model(&self, py: Python<'_>) -> PyResult<Arc<neuropods_core::Neuropod>> {
+        let guard = self.model.lock().unwrap_or_else(|p| p.into_inner());
+        guard.clone().ok_or_else(|| {
+            raise(
+                py,
+                "ModelClosedError",
+                "this neuropod has been closed".into(),
+            )
+        })
+    }
+}
+
+#[pymethods]
+impl Neuropod {
+    #[new]
+    #[pyo3(signature = (neuropod_path, visible_gpu = None, **options))]
+    fn new(
+        py: Python<'_>,
+        neuropod_path: std::path::PathBuf,
+        visible_gpu: Option<&Bound<'_, PyAny>>,
+        options: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Self> {
+        guard(py, || {
+            let options = parse_options(py, visible_gpu, options)?;
+            let model = py
+                .detach(|| neuropods_core::Neuropod::load(&neuropod_path, &options))
+                .map_err(|e| to_py(py, e))?;
+            if !model.load_warnings().is_empty() {
+                let logger = py
+                    .import("logging")?
+                    .call_method1("getLogger", ("neuropods",))?;
+                for warning in model.load_warnings() {
+                    logger.call_method1("warning", (warning,))?;
+                }
+            }
+            Ok(Neuropod {
+                model: Mutex::new(Some(Arc::new(model))),
+            })
+        })
+    }
+
+    /// Runs the model on a dict of numpy arrays; returns a dict of arrays.
+    fn infer<'py>(
+        &self,
+        py: Python<'py>,
+        inputs: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        guard(py, || {
+            let model = self.model(py)?;
+            let Ok(inputs) = inputs.cast::<PyDict>() else {
+                return Err(type_error(
+                    py,
+                    format!(
+                        "infer takes a dict of input name to numpy array, got {}",
+                        inputs.get_type().name()?
+                    ),
+                ));
+            };
+            let mut tensors = TensorMap::new();
+            for (key, value) in inputs.iter() {
+                let Ok(name) = key.cast::<PyString>() else {
+                    return Err(type_error(
+                        py,
+                        format!(
+                            "input names must be str, got {} ({})",
+                            key.get_type().name()?,
+                            key.repr()?
+                        ),
+                    ));
+                };
+                let name = name.to_str()?.to_string();
+                let tensor = tensor_from_numpy(py, &name, &value)?;
+                tensors.insert(name, tensor);
+            }
+            let outputs = py.detach(|| model.infer(&tensors));
+            // Inputs borrow numpy memory; drop them while attached.
+            drop(tensors);
+            let outputs = outputs.map_err(|e| to_py(py, e))?;
+            let dict = PyDict::new(py);
+            for (name, tensor) in outputs {
+                dict.set_item(name, tensor_to_numpy(py, tensor)?)?;
+            }
+            Ok(dict)
+        })
+    }
+
+    /// Frees the model now (also done by `with` and by garbage collection).
+    fn close(&self) {
+        let mut guard = self.model.lock().unwrap_or_else(|p| p.into_inner());
+        guard.take();
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    #[pyo3(signature = (*_args))]
+    fn __exit__(&self, _args: &Bound<'_, pyo3::types::PyTuple>) -> bool {
+        self.close();
+        false
+    }
+
+    /// Model name from config.json.
+    #[getter]
+    fn name(&self, py: Python<'_>) -> PyResult<String> {
+        Ok(self.model(py)?.name().to_string())
+    }
+
+    /// Platform: "torchscript", "tensorflow" or "python".
+    #[getter]
+    fn platform(&self, py: Python<'_>) -> PyResult<&'static str> {
+        Ok(self.model(py)?.platform().name())
+    }
+
+    /// Input specs: a list of {"name", "dtype", "shape"}.
+    #[getter]
+    fn inputs<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        spec_to_py(py, self.model(py)?.inputs())
+    }
+
+    /// Output specs: a list of {"name", "dtype", "shape"}.
+    #[getter]
+    fn outputs<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        spec_to_py(py, self.model(py)?.outputs())
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> String {
+        match self.model(py) {
+            Ok(m) => format!("<Neuropod '{}' ({})>", m.name(), m.platform()),
+            Err(_) => "<Neuropod (closed)>".to_string(),
+        }
+    }
+}

@@ -1,0 +1,139 @@
+// Calls a TorchScript module's `forward` the way Neuropods needs and tch
+// cannot: inputs matched to arguments by name (or packed into the one Dict
+// argument, typed as the schema declares it), under InferenceMode, and every
+// output reported with its name (dict key, namedtuple field) or position.
+#include <torch/script.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+extern "C" {
+
+// One input: a tensor (an at::Tensor*, as tch's C_tensor) or a list of strings.
+struct npt_input {
+  const char* name;
+  size_t name_len;
+  const at::Tensor* tensor;
+  const char* const* strings;
+  const size_t* string_lens;
+  size_t nstrings;
+};
+
+// Receives an output tensor; the receiver owns the new at::Tensor.
+typedef void (*npt_emit_tensor)(void* ctx, const char* name, size_t name_len, int64_t position,
+                                at::Tensor* tensor);
+// Receives an output list of strings, valid during the call only.
+typedef void (*npt_emit_strings)(void* ctx, const char* name, size_t name_len, int64_t position,
+                                 const char* const* strings, const size_t* lens, size_t count);
+
+static char* npt_error(const std::string& message) {
+  char* out = static_cast<char*>(std::malloc(message.size() + 1));
+  if (out != nullptr) {
+    std::memcpy(out, message.c_str(), message.size() + 1);
+  }
+  return out;
+}
+
+static c10::IValue to_ivalue(const npt_input& in) {
+  if (in.tensor != nullptr) {
+    return c10::IValue(*in.tensor);
+  }
+  c10::List<std::string> list;
+  list.reserve(in.nstrings);
+  for (size_t i = 0; i < in.nstrings; ++i) {
+    list.push_back(std::string(in.strings[i], in.string_lens[i]));
+  }
+  return c10::IValue(list);
+}
+
+// Reports one output value; returns an error message or "".
+static std::string emit(const c10::IValue& value, const std::string& name, int64_t position,
+                        void* ctx, npt_emit_tensor on_tensor, npt_emit_strings on_strings) {
+  if (value.isTensor()) {
+    on_tensor(ctx, name.data(), name.size(), position, new at::Tensor(value.toTensor()));
+    return "";
+  }
+  if (value.isList()) {
+    std::vector<std::string> strings;
+    for (const auto& item : value.toListRef()) {
+      if (!item.isString()) {
+        return "output '" + name + "' is a list of " + item.tagKind() +
+               ", expected a tensor or a list of strings";
+      }
+      strings.push_back(item.toStringRef());
+    }
+    std::vector<const char*> ptrs;
+    std::vector<size_t> lens;
+    for (const auto& s : strings) {
+      ptrs.push_back(s.data());
+      lens.push_back(s.size());
+    }
+    on_strings(ctx, name.data(), name.size(), position, ptrs.data(), lens.data(), strings.size());
+    return "";
+  }
+  return "output '" + name + "' (position " + std::to_string(position) + ") is a " +
+         value.tagKind() + ", expected a tensor or a list of strings";
+}
+
+// Runs forward; returns NULL on success or an error message to free with
+// npt_free_error.
+char* npt_forward(void* module, const npt_input* inputs, size_t count, void* ctx,
+                  npt_emit_tensor on_tensor, npt_emit_strings on_strings) {
+  try {
+    c10::InferenceMode guard;
+    auto* m = static_cast<torch::jit::Module*>(module);
+    torch::jit::Method forward = m->get_method("forward");
+    const auto& arguments = forward.function().getSchema().arguments();
+    std::vector<c10::IValue> stack;
+    torch::jit::Kwargs kwargs;
+    // arguments[0] is self.
+    if (arguments.size() == 2 && arguments[1].type()->kind() == c10::TypeKind::DictType) {
+      auto dict_type = arguments[1].type()->expect<c10::DictType>();
+      c10::impl::GenericDict dict(dict_type->getKeyType(), dict_type->getValueType());
+      for (size_t i = 0; i < count; ++i) {
+        dict.insert(std::string(inputs[i].name, inputs[i].name_len), to_ivalue(inputs[i]));
+      }
+      stack.emplace_back(std::move(dict));
+    } else {
+      for (size_t i = 0; i < count; ++i) {
+        kwargs.emplace(std::string(inputs[i].name, inputs[i].name_len), to_ivalue(inputs[i]));
+      }
+    }
+    c10::IValue out = forward(std::move(stack), kwargs);
+
+    std::string problem;
+    if (out.isGenericDict()) {
+      for (const auto& entry : out.toGenericDict()) {
+        if (!entry.key().isString()) {
+          return npt_error("forward returned a dict with non-string keys");
+        }
+        problem = emit(entry.value(), entry.key().toStringRef(), -1, ctx, on_tensor, on_strings);
+        if (!problem.empty()) return npt_error(problem);
+      }
+    } else if (out.isTuple()) {
+      const auto& elements = out.toTupleRef().elements();
+      auto tuple_type = out.type()->cast<c10::TupleType>();
+      const bool named = tuple_type && tuple_type->schema();
+      for (size_t i = 0; i < elements.size(); ++i) {
+        std::string name = named ? tuple_type->schema()->arguments().at(i).name() : "";
+        problem = emit(elements[i], name, static_cast<int64_t>(i), ctx, on_tensor, on_strings);
+        if (!problem.empty()) return npt_error(problem);
+      }
+    } else {
+      problem = emit(out, "", 0, ctx, on_tensor, on_strings);
+      if (!problem.empty()) return npt_error(problem);
+    }
+    return nullptr;
+  } catch (const std::exception& e) {
+    return npt_error(e.what());
+  } catch (...) {
+    return npt_error("unknown C++ exception in forward");
+  }
+}
+
+void npt_free_error(char* message) { std::free(message); }
+
+}  // extern "C"

@@ -1,0 +1,184 @@
+//! Rust side of `cpp/forward.cpp`.
+
+use std::ffi::{c_char, c_void, CStr};
+
+use tch::CModule;
+
+#[repr(C)]
+struct NptInput {
+    name: *const u8,
+    name_len: usize,
+    tensor: *const c_void,
+    strings: *const *const u8,
+    string_lens: *const usize,
+    nstrings: usize,
+}
+
+type EmitTensor = unsafe extern "C" fn(
+    ctx: *mut c_void,
+    name: *const u8,
+    len: usize,
+    position: i64,
+    t: *mut c_void,
+);
+type EmitStrings = unsafe extern "C" fn(
+    ctx: *mut c_void,
+    name: *const u8,
+    len: usize,
+    position: i64,
+    strings: *const *const u8,
+    lens: *const usize,
+    count: usize,
+);
+
+extern "C" {
+    fn npt_forward(
+        module: *mut c_void,
+        inputs: *const NptInput,
+        count: usize,
+        ctx: *mut c_void,
+        on_tensor: EmitTensor,
+        on_strings: EmitStrings,
+    ) -> *mut c_char;
+    fn npt_free_error(message: *mut c_char);
+}
+
+/// An input ready for `forward`.
+pub struct Input<'a> {
+    name: &'a str,
+    tensor: Option<tch::Tensor>,
+    strings: Vec<*const u8>,
+    lens: Vec<usize>,
+}
+
+impl<'a> Input<'a> {
+    /// A tensor input.
+    pub fn tensor(name: &'a str, tensor: tch::Tensor) -> Self {
+        Input {
+            name,
+            tensor: Some(tensor),
+            strings: Vec::new(),
+            lens: Vec::new(),
+        }
+    }
+
+    /// A `List[str]` input borrowing `strings`.
+    pub fn strings(name: &'a str, strings: &'a [String]) -> Self {
+        Input {
+            name,
+            tensor: None,
+            strings: strings.iter().map(|s| s.as_ptr()).collect(),
+            lens: strings.iter().map(String::len).collect(),
+        }
+    }
+}
+
+/// One output value.
+pub enum Value {
+    /// A tensor, on whatever device the model left it.
+    Tensor(tch::Tensor),
+    /// A list of strings.
+    Strings(Vec<String>),
+}
+
+/// One output: named (dict key, namedtuple field) or at a position.
+pub struct Output {
+    /// Empty when the model returned it unnamed.
+    pub name: String,
+    /// Position in a tuple or of a single tensor.
+    pub position: Option<usize>,
+    /// The value.
+    pub value: Value,
+}
+
+unsafe fn output_name(name: *const u8, len: usize) -> String {
+    if len == 0 {
+        String::new()
+    } else {
+        String::from_utf8_lossy(std::slice::from_raw_parts(name, len)).into_owned()
+    }
+}
+
+unsafe extern "C" fn on_tensor(
+    ctx: *mut c_void,
+    name: *const u8,
+    len: usize,
+    position: i64,
+    t: *mut c_void,
+) {
+    let outputs = &mut *(ctx as *mut Vec<Output>);
+    outputs.push(Output {
+        name: output_name(name, len),
+        position: usize::try_from(position).ok(),
+        // SAFETY: forward.cpp hands over a new at::Tensor*, tch's C_tensor.
+        value: Value::Tensor(tch::Tensor::from_ptr(t as *mut _)),
+    });
+}
+
+unsafe extern "C" fn on_strings(
+    ctx: *mut c_void,
+    name: *const u8,
+    len: usize,
+    position: i64,
+    strings: *const *const u8,
+    lens: *const usize,
+    count: usize,
+) {
+    let outputs = &mut *(ctx as *mut Vec<Output>);
+    let values = (0..count)
+        .map(|i| output_name(*strings.add(i), *lens.add(i)))
+        .collect();
+    outputs.push(Output {
+        name: output_name(name, len),
+        position: usize::try_from(position).ok(),
+        value: Value::Strings(values),
+    });
+}
+
+/// The raw `torch::jit::Module*` inside a tch `CModule`.
+fn module_ptr(module: &CModule) -> *mut c_void {
+    // CModule is a struct with one field, the module pointer; equal sizes
+    // prove the field sits at offset 0.
+    const _: () = assert!(std::mem::size_of::<CModule>() == std::mem::size_of::<*mut c_void>());
+    // SAFETY: see above.
+    unsafe { *(module as *const CModule as *const *mut c_void) }
+}
+
+/// Runs `forward` with `inputs`; returns the outputs or the libtorch error.
+pub fn call(module: &CModule, inputs: &[Input<'_>]) -> Result<Vec<Output>, String> {
+    let raw: Vec<NptInput> = inputs
+        .iter()
+        .map(|i| NptInput {
+            name: i.name.as_ptr(),
+            name_len: i.name.len(),
+            tensor: i
+                .tensor
+                .as_ref()
+                .map_or(std::ptr::null(), |t| t.as_ptr() as *const c_void),
+            strings: i.strings.as_ptr(),
+            string_lens: i.lens.as_ptr(),
+            nstrings: i.strings.len(),
+        })
+        .collect();
+    let mut outputs: Vec<Output> = Vec::new();
+    // SAFETY: inputs outlive the call; callbacks match forward.cpp's types.
+    let error = unsafe {
+        npt_forward(
+            module_ptr(module),
+            raw.as_ptr(),
+            raw.len(),
+            &mut outputs as *mut Vec<Output> as *mut c_void,
+            on_tensor,
+            on_strings,
+        )
+    };
+    if error.is_null() {
+        return Ok(outputs);
+    }
+    // SAFETY: a NUL-terminated message from malloc, freed once.
+    let message = unsafe { CStr::from_ptr(error) }
+        .to_string_lossy()
+        .into_owned();
+    unsafe { npt_free_error(error) };
+    Err(message)
+}

@@ -1,0 +1,262 @@
+//! The TorchScript backend of Neuropods, on `tch` (libtorch).
+//!
+//! Built as a shared library that the core opens the first time a
+//! torchscript model is loaded (see `neuropods_core::backend`). Loading and
+//! tensors go through tch; calling `forward` goes through a small C++ file
+//! (`cpp/forward.cpp`), because tch cannot match inputs to argument names or
+//! build a `Dict` of the type the schema declares.
+
+mod forward;
+
+use std::path::Path;
+use std::sync::{Arc, Once};
+
+use neuropods_core::backend::plugin::{Backend, BackendModel, LoadContext};
+use neuropods_core::device::{input_device, model_device, Device};
+use neuropods_core::{Buffer, DType, Error, ModelConfig, Result, Tensor, TensorMap};
+use tch::{CModule, Kind};
+
+/// The TorchScript backend.
+pub struct TorchScriptBackend;
+
+neuropods_core::export_backend!(TorchScriptBackend);
+
+/// Where the model file lives inside a package.
+pub const MODEL_FILE: &str = "0/data/model.pt";
+
+fn backend_error(message: impl std::fmt::Display) -> Error {
+    Error::Backend {
+        platform: "torchscript".into(),
+        message: message.to_string(),
+    }
+}
+
+fn tch_device(device: Device) -> tch::Device {
+    match device {
+        Device::Cpu => tch::Device::Cpu,
+        Device::Gpu(i) => tch::Device::Cuda(i as usize),
+    }
+}
+
+fn kind_of(dtype: DType) -> Option<Kind> {
+    Some(match dtype {
+        DType::Float16 => Kind::Half,
+        DType::Float32 => Kind::Float,
+        DType::Float64 => Kind::Double,
+        DType::Int8 => Kind::Int8,
+        DType::Int16 => Kind::Int16,
+        DType::Int32 => Kind::Int,
+        DType::Int64 => Kind::Int64,
+        DType::Uint8 => Kind::Uint8,
+        DType::Bool => Kind::Bool,
+        // libtorch has no usable uint16/32/64 tensors in tch.
+        DType::Uint16 | DType::Uint32 | DType::Uint64 | DType::String => return None,
+    })
+}
+
+fn dtype_of(kind: Kind) -> Option<DType> {
+    Some(match kind {
+        Kind::Half => DType::Float16,
+        Kind::Float => DType::Float32,
+        Kind::Double => DType::Float64,
+        Kind::Int8 => DType::Int8,
+        Kind::Int16 => DType::Int16,
+        Kind::Int => DType::Int32,
+        Kind::Int64 => DType::Int64,
+        Kind::Uint8 => DType::Uint8,
+        Kind::Bool => DType::Bool,
+        _ => return None,
+    })
+}
+
+/// Applies thread settings. libtorch's are process-wide, and the inter-op
+/// pool can only be sized before it first runs, so that one is set once.
+fn apply_threads(ctx: &LoadContext) {
+    if let Some(n) = ctx.options.intra_op_threads {
+        tch::set_num_threads(n as i32);
+    }
+    if let Some(n) = ctx.options.inter_op_threads {
+        static INTEROP: Once = Once::new();
+        let mut applied = false;
+        INTEROP.call_once(|| {
+            tch::set_num_interop_threads(n as i32);
+            applied = true;
+        });
+        if !applied {
+            ctx.warn("inter_op_threads is process-wide in libtorch and was already set; ignoring the new value");
+        }
+    }
+}
+
+fn load_custom_ops(root: &Path, config: &ModelConfig) -> Result<()> {
+    use libloading::os::unix::{Library, RTLD_GLOBAL, RTLD_NOW};
+    for op in &config.custom_ops {
+        let path = root.join("0/ops").join(op);
+        // SAFETY: custom op libraries register kernels with libtorch when
+        // opened; they stay open for the life of the process.
+        let library =
+            unsafe { Library::open(Some(&path), RTLD_NOW | RTLD_GLOBAL) }.map_err(|e| {
+                Error::InvalidPackage {
+                    path: root.to_path_buf(),
+                    reason: format!("custom op {op}: {e}"),
+                }
+            })?;
+        std::mem::forget(library);
+    }
+    Ok(())
+}
+
+impl Backend for TorchScriptBackend {
+    fn load(ctx: &LoadContext) -> Result<Box<dyn BackendModel>> {
+        apply_threads(ctx);
+        let gpus = usize::try_from(tch::Cuda::device_count()).unwrap_or(0);
+        let (device, warning) = model_device(ctx.options.visible_gpu, gpus)?;
+        if let Some(warning) = warning {
+            ctx.warn(warning);
+        }
+        load_custom_ops(&ctx.package_root, &ctx.config)?;
+        let path = ctx.package_root.join(MODEL_FILE);
+        if !path.is_file() {
+            return Err(Error::InvalidPackage {
+                path: ctx.package_root.clone(),
+                reason: format!("missing {MODEL_FILE}"),
+            });
+        }
+        let mut module = CModule::load_on_device(&path, tch_device(device))
+            .map_err(|e| backend_error(format!("cannot load {MODEL_FILE}: {e}")))?;
+        module
+            .f_set_eval()
+            .map_err(|e| backend_error(format!("set_eval: {e}")))?;
+        let input_devices = ctx
+            .config
+            .input_spec
+            .iter()
+            .map(|s| (s.name.clone(), input_device(&ctx.config, &s.name, device)))
+            .collect();
+        Ok(Box::new(TorchScriptModel {
+            module,
+            input_devices,
+            output_names: ctx
+                .config
+                .output_spec
+                .iter()
+                .map(|s| s.name.clone())
+                .collect(),
+        }))
+    }
+}
+
+struct TorchScriptModel {
+    module: CModule,
+    input_devices: std::collections::HashMap<String, Device>,
+    output_names: Vec<String>,
+}
+
+/// Keeps a libtorch tensor alive while Neuropods (or numpy) reads its memory.
+struct TorchStorage(#[allow(dead_code)] tch::Tensor);
+// SAFETY: the tensor is only dropped, never used, after being wrapped;
+// libtorch's reference counting is thread-safe.
+unsafe impl Sync for TorchStorage {}
+
+impl TorchScriptModel {
+    fn input_to_torch<'a>(&self, name: &'a str, tensor: &'a Tensor) -> Result<forward::Input<'a>> {
+        if let Some(strings) = tensor.strings() {
+            if tensor.shape().len() != 1 {
+                return Err(Error::InvalidInput(format!(
+                    "input '{name}': TorchScript takes strings as a 1-D List[str], got shape {:?}",
+                    tensor.shape()
+                )));
+            }
+            return Ok(forward::Input::strings(name, strings));
+        }
+        let kind = kind_of(tensor.dtype()).ok_or_else(|| {
+            Error::InvalidInput(format!(
+                "input '{name}': dtype {} is not supported by libtorch",
+                tensor.dtype()
+            ))
+        })?;
+        let buffer = tensor
+            .buffer()
+            .ok_or_else(|| Error::Internal("numeric tensor without buffer".into()))?;
+        let size: Vec<i64> = tensor.shape().iter().map(|&d| d as i64).collect();
+        // SAFETY: the buffer outlives this call, and outputs that alias it
+        // are copied before the call returns (see `output_from_torch`).
+        let cpu = unsafe {
+            tch::Tensor::f_from_blob(buffer.as_ptr(), &size, &[], kind, tch::Device::Cpu)
+        }
+        .map_err(backend_error)?;
+        let device = self.input_devices.get(name).copied().unwrap_or(Device::Cpu);
+        let placed = match device {
+            Device::Cpu => cpu,
+            gpu => cpu.f_to_device(tch_device(gpu)).map_err(backend_error)?,
+        };
+        Ok(forward::Input::tensor(name, placed))
+    }
+
+    fn output_from_torch(name: &str, tensor: tch::Tensor, inputs: &TensorMap) -> Result<Tensor> {
+        let kind = tensor.f_kind().map_err(backend_error)?;
+        let dtype = dtype_of(kind).ok_or_else(|| {
+            backend_error(format!(
+                "output '{name}' has unsupported torch dtype {kind:?}"
+            ))
+        })?;
+        let mut cpu = tensor
+            .f_to_device(tch::Device::Cpu)
+            .and_then(|t| t.f_contiguous())
+            .map_err(backend_error)?;
+        let shape: Vec<usize> = cpu.size().iter().map(|&d| d as usize).collect();
+        let nbytes = cpu.numel() * dtype.item_size().unwrap_or(1);
+        let aliases_input = |ptr: usize| {
+            inputs.values().filter_map(Tensor::buffer).any(|b| {
+                let start = b.as_ptr() as usize;
+                ptr >= start && ptr < start + b.len().max(1)
+            })
+        };
+        // A model that returns (a view of) an input would hand back memory
+        // the caller owns; copy it so outputs never alias inputs.
+        if nbytes > 0 && aliases_input(cpu.data_ptr() as usize) {
+            cpu = cpu.f_clone(&cpu).map_err(backend_error)?;
+        }
+        let ptr = cpu.data_ptr() as *const u8;
+        // SAFETY: `cpu` is contiguous on the CPU with `nbytes` bytes at `ptr`,
+        // and is kept alive by the buffer's owner.
+        let buffer = unsafe { Buffer::from_raw_parts(ptr, nbytes, Arc::new(TorchStorage(cpu))) };
+        Tensor::from_buffer(dtype, shape, buffer)
+    }
+}
+
+impl BackendModel for TorchScriptModel {
+    fn infer(&self, inputs: &TensorMap) -> Result<TensorMap> {
+        let torch_inputs = inputs
+            .iter()
+            .map(|(name, tensor)| self.input_to_torch(name, tensor))
+            .collect::<Result<Vec<_>>>()?;
+        let raw = forward::call(&self.module, &torch_inputs).map_err(backend_error)?;
+        let mut outputs = TensorMap::new();
+        let positional = raw.iter().filter(|o| o.name.is_empty()).count();
+        if positional > 0 && positional != self.output_names.len() {
+            return Err(backend_error(format!(
+                "forward returned {positional} unnamed output(s) but the output spec has {} ({})",
+                self.output_names.len(),
+                self.output_names.join(", ")
+            )));
+        }
+        for output in raw {
+            let name = match (output.name.is_empty(), output.position) {
+                (false, _) => output.name,
+                (true, Some(i)) if i < self.output_names.len() => self.output_names[i].clone(),
+                _ => {
+                    return Err(backend_error(
+                        "forward returned an output with an empty name",
+                    ))
+                }
+            };
+            let tensor = match output.value {
+                forward::Value::Tensor(t) => Self::output_from_torch(&name, t, inputs)?,
+                forward::Value::Strings(s) => Tensor::from_strings(vec![s.len()], s)?,
+            };
+            outputs.insert(name, tensor);
+        }
+        Ok(outputs)
+    }
+}

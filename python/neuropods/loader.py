@@ -1,0 +1,22 @@
+"""Loading packaged models."""
+
+from os import PathLike
+from typing import Any, Optional, Union
+
+from neuropods_native import Neuropod
+
+__all__ = ["load_neuropod", "Neuropod"]
+
+
+def load_neuropod(
+    neuropod_path: Union[str, "PathLike[str]"], visible_gpu: Optional[int] = None, **options: Any
+) -> Neuropod:
+    """Loads a package (a folder or a zip) and returns the model.
+
+    ``visible_gpu=None`` runs on the CPU; ``visible_gpu=i`` on GPU ``i`` when
+    the framework sees it (otherwise the CPU, with a logged warning).
+    Options: ``intra_op_threads``, ``inter_op_threads``, ``verify_manifest``.
+    The model is a context manager; ``infer({name: array})`` returns a dict
+    of numpy arrays.
+    """
+    return Neuropod(neuropod_path, visible_gpu=visible_gpu, **options)

@@ -1,0 +1,19 @@
+"""Native bindings of Neuropods: the Rust core, from Python.
+
+``Neuropod(path, visible_gpu=None, **options)`` loads a package and runs it;
+``serialize``/``deserialize`` read and write the core's tensor format.
+"""
+
+from . import errors
+from ._native import Neuropod, __version__, check_config, deserialize, serialize, write_manifest
+from .errors import *  # noqa: F401,F403  (exception classes are part of the API)
+
+__all__ = [
+    "Neuropod",
+    "serialize",
+    "deserialize",
+    "check_config",
+    "write_manifest",
+    "__version__",
+    *errors.__all__,
+]

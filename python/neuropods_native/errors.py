@@ -1,0 +1,95 @@
+"""Exceptions raised by Neuropods. Every one is a ``NeuropodError``, and
+also the builtin that fits, so ``except ValueError`` keeps working."""
+
+__all__ = [
+    "NeuropodError",
+    "PackageNotFoundError",
+    "ConfigError",
+    "PackageError",
+    "SpecError",
+    "UnknownTensorError",
+    "DTypeError",
+    "ShapeError",
+    "InvalidInputError",
+    "InputTypeError",
+    "InvalidOptionError",
+    "SerializationError",
+    "BackendNotFoundError",
+    "FrameworkNotFoundError",
+    "BackendError",
+    "ModelClosedError",
+    "NeuropodIOError",
+    "InternalError",
+]
+
+
+class NeuropodError(Exception):
+    """Base class of every Neuropods error."""
+
+
+class PackageNotFoundError(NeuropodError, FileNotFoundError):
+    """The package path does not exist."""
+
+
+class ConfigError(NeuropodError, ValueError):
+    """config.json is invalid; the message names the field."""
+
+
+class PackageError(NeuropodError, ValueError):
+    """The package is malformed or unsafe (zip entries, manifest, model file)."""
+
+
+class SpecError(NeuropodError, ValueError):
+    """A tensor does not match the model's spec; the message names it."""
+
+
+class UnknownTensorError(SpecError):
+    """A tensor name that is not in the spec."""
+
+
+class DTypeError(SpecError):
+    """A tensor of the wrong dtype."""
+
+
+class ShapeError(SpecError):
+    """A tensor of the wrong rank or size, or a symbol bound twice."""
+
+
+class InvalidInputError(NeuropodError, ValueError):
+    """A tensor the backend cannot take (e.g. an unsupported dtype)."""
+
+
+class InputTypeError(NeuropodError, TypeError):
+    """An argument of the wrong Python type (not a dict, not an array...)."""
+
+
+class InvalidOptionError(NeuropodError, ValueError):
+    """An unknown or invalid load option."""
+
+
+class SerializationError(NeuropodError, ValueError):
+    """Bytes that are not a valid serialized tensor."""
+
+
+class BackendNotFoundError(NeuropodError, ImportError):
+    """The backend library for a platform is not installed."""
+
+
+class FrameworkNotFoundError(BackendNotFoundError):
+    """The framework a backend needs (e.g. torch) is missing."""
+
+
+class BackendError(NeuropodError, RuntimeError):
+    """The framework failed while loading or running the model."""
+
+
+class ModelClosedError(NeuropodError, RuntimeError):
+    """The model was closed."""
+
+
+class NeuropodIOError(NeuropodError, OSError):
+    """A file could not be read or written."""
+
+
+class InternalError(NeuropodError, RuntimeError):
+    """A bug in Neuropods (a caught panic)."""

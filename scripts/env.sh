@@ -1,0 +1,9 @@
+# Sourced by the other scripts: where the venv, cargo's target folder and the
+# wheel live (outside the clone, so fresh clones reuse them), and how the
+# torch backend finds libtorch (from the venv's torch, like tch expects).
+export NEUROPODS_HOME="${NEUROPODS_HOME:-$HOME/.cache/neuropods}"
+export VENV="$NEUROPODS_HOME/venv"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$NEUROPODS_HOME/target}"
+export PATH="$VENV/bin:$HOME/.cargo/bin:$PATH"
+export LIBTORCH_USE_PYTORCH=1
+export PYO3_PYTHON="$VENV/bin/python"
