@@ -96,6 +96,12 @@ impl Neuropod {
         &self.config().output_spec
     }
 
+    /// The folder the package was read from: the package itself, or the
+    /// private temporary folder a zip was extracted to (removed on drop).
+    pub fn package_root(&self) -> &Path {
+        self.package.root()
+    }
+
     /// Warnings the backend gave while loading (e.g. a fallback to CPU).
     pub fn load_warnings(&self) -> &[String] {
         &self.warnings

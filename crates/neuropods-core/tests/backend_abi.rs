@@ -1,0 +1,308 @@
+//! The whole load/infer path through the backend C ABI, with a backend
+//! written here and registered in-process (no framework needed): packages
+//! on disk (folder and zip), spec checks around the call, outputs handed
+//! over without copies, errors and panics crossing the boundary as errors.
+
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+
+use neuropods_core::backend::abi::BackendVTable;
+use neuropods_core::backend::plugin::{self, Backend, BackendModel, LoadContext};
+use neuropods_core::backend::registry;
+use neuropods_core::{Error, LoadOptions, Neuropod, Platform, Result, Tensor, TensorMap};
+
+/// Doubles `x`, upper-cases `s`; fails or panics on request.
+struct TestBackend;
+
+struct TestModel;
+
+impl BackendModel for TestModel {
+    fn infer(&self, inputs: &TensorMap) -> Result<TensorMap> {
+        let mut out = TensorMap::new();
+        if let Some(x) = inputs.get("x") {
+            let values = x.as_slice::<f32>()?;
+            if values.first() == Some(&-1.0) {
+                return Err(Error::Backend {
+                    platform: "test".into(),
+                    message: "x[0] = -1 is not allowed".into(),
+                });
+            }
+            if values.first() == Some(&-2.0) {
+                panic!("test backend panics on -2");
+            }
+            if values.first() == Some(&-3.0) {
+                // Breaks the output spec on purpose (int32 instead of float32).
+                out.insert("out".into(), Tensor::from_vec(vec![1], vec![1i32])?);
+                return Ok(out);
+            }
+            let doubled = values.iter().map(|v| v * 2.0).collect();
+            out.insert("out".into(), Tensor::from_vec(x.shape().to_vec(), doubled)?);
+        }
+        if let Some(s) = inputs.get("s") {
+            let upper = s
+                .strings()
+                .unwrap_or_default()
+                .iter()
+                .map(|v| v.to_uppercase())
+                .collect();
+            out.insert(
+                "s_upper".into(),
+                Tensor::from_strings(s.shape().to_vec(), upper)?,
+            );
+        }
+        Ok(out)
+    }
+}
+
+impl Backend for TestBackend {
+    fn load(ctx: &LoadContext) -> Result<Box<dyn BackendModel>> {
+        if ctx.options.visible_gpu.is_some() {
+            ctx.warn("test backend has no GPU; running on CPU");
+        }
+        if !ctx.package_root.join("0/data/weights.txt").is_file() {
+            return Err(Error::InvalidPackage {
+                path: ctx.package_root.clone(),
+                reason: "missing 0/data/weights.txt".into(),
+            });
+        }
+        Ok(Box::new(TestModel))
+    }
+}
+
+static VTABLE: BackendVTable = plugin::vtable::<TestBackend>();
+
+const CONFIG: &str = r#"{
+  "name": "doubler", "platform": "python",
+  "input_spec": [{"name": "x", "dtype": "float32", "shape": ["n"]},
+                 {"name": "s", "dtype": "string", "shape": [null]}],
+  "output_spec": [{"name": "out", "dtype": "float32", "shape": ["n"]},
+                  {"name": "s_upper", "dtype": "string", "shape": [null]}]
+}"#;
+
+fn write_package(dir: &Path) {
+    fs::create_dir_all(dir.join("0/data")).unwrap();
+    fs::write(dir.join("config.json"), CONFIG).unwrap();
+    fs::write(dir.join("0/data/weights.txt"), "2.0").unwrap();
+}
+
+fn load(path: &Path) -> Result<Neuropod> {
+    registry::register(Platform::Python, &VTABLE);
+    Neuropod::load(path, &LoadOptions::default())
+}
+
+fn x(values: &[f32]) -> TensorMap {
+    let mut m = TensorMap::new();
+    m.insert(
+        "x".into(),
+        Tensor::from_vec(vec![values.len()], values.to_vec()).unwrap(),
+    );
+    m
+}
+
+#[test]
+fn folder_package_runs_through_the_abi() {
+    let dir = tempfile::tempdir().unwrap();
+    write_package(dir.path());
+    let model = load(dir.path()).unwrap();
+    assert_eq!(
+        (model.name(), model.platform()),
+        ("doubler", Platform::Python)
+    );
+    let mut inputs = x(&[1.0, 2.5]);
+    inputs.insert(
+        "s".into(),
+        Tensor::from_strings(vec![2], vec!["ab".into(), "ü".into()]).unwrap(),
+    );
+    let out = model.infer(&inputs).unwrap();
+    assert_eq!(out["out"].as_slice::<f32>().unwrap(), &[2.0, 5.0]);
+    assert_eq!(
+        out["s_upper"].strings().unwrap(),
+        &["AB".to_string(), "Ü".to_string()]
+    );
+}
+
+#[test]
+fn outputs_outlive_the_model() {
+    let dir = tempfile::tempdir().unwrap();
+    write_package(dir.path());
+    let model = load(dir.path()).unwrap();
+    let out = model.infer(&x(&[3.0])).unwrap();
+    drop(model);
+    assert_eq!(out["out"].as_slice::<f32>().unwrap(), &[6.0]);
+}
+
+#[test]
+fn specs_are_checked_before_and_after_the_backend() {
+    let dir = tempfile::tempdir().unwrap();
+    write_package(dir.path());
+    let model = load(dir.path()).unwrap();
+    let mut bad = TensorMap::new();
+    bad.insert("x".into(), Tensor::from_vec(vec![1], vec![1i64]).unwrap());
+    let err = model.infer(&bad).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("input 'x': expected dtype float32, got int64"),
+        "{err}"
+    );
+    let err = model.infer(&x(&[-3.0])).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("output 'out': expected dtype float32, got int32"),
+        "{err}"
+    );
+}
+
+#[test]
+fn backend_errors_and_panics_become_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    write_package(dir.path());
+    let model = load(dir.path()).unwrap();
+    match model.infer(&x(&[-1.0])) {
+        Err(Error::Backend { platform, message }) => {
+            assert_eq!(platform, "python");
+            assert_eq!(message, "x[0] = -1 is not allowed");
+        }
+        other => panic!("expected a backend error, got {other:?}"),
+    }
+    match model.infer(&x(&[-2.0])) {
+        Err(Error::Internal(message)) => assert!(message.contains("panics on -2"), "{message}"),
+        other => panic!("expected an internal error, got {other:?}"),
+    }
+    // The model still works after a panic inside it.
+    assert_eq!(
+        model.infer(&x(&[1.0])).unwrap()["out"]
+            .as_slice::<f32>()
+            .unwrap(),
+        &[2.0]
+    );
+}
+
+#[test]
+fn load_errors_and_warnings_cross_the_boundary() {
+    let dir = tempfile::tempdir().unwrap();
+    write_package(dir.path());
+    registry::register(Platform::Python, &VTABLE);
+    let mut options = LoadOptions::default();
+    options.backend.visible_gpu = Some(0);
+    let model = Neuropod::load(dir.path(), &options).unwrap();
+    assert_eq!(
+        model.load_warnings(),
+        &["test backend has no GPU; running on CPU".to_string()]
+    );
+    fs::remove_file(dir.path().join("0/data/weights.txt")).unwrap();
+    let err = load(dir.path()).err().unwrap();
+    assert!(matches!(err, Error::InvalidPackage { .. }));
+    assert!(
+        err.to_string().contains("missing 0/data/weights.txt"),
+        "{err}"
+    );
+}
+
+#[test]
+fn missing_package_is_package_not_found() {
+    let err = load(Path::new("/no/such/package")).err().unwrap();
+    assert!(matches!(err, Error::PackageNotFound { .. }), "{err}");
+}
+
+fn write_zip(path: &Path, entries: &[(&str, &[u8])]) {
+    let mut zip = zip::ZipWriter::new(fs::File::create(path).unwrap());
+    for (name, data) in entries {
+        zip.start_file(*name, zip::write::SimpleFileOptions::default())
+            .unwrap();
+        zip.write_all(data).unwrap();
+    }
+    zip.finish().unwrap();
+}
+
+#[test]
+fn zip_packages_load_and_clean_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let zip_path = dir.path().join("model.zip");
+    write_zip(
+        &zip_path,
+        &[
+            ("config.json", CONFIG.as_bytes()),
+            ("0/data/weights.txt", b"2.0"),
+        ],
+    );
+    let model = load(&zip_path).unwrap();
+    let root = model.config().name.clone();
+    assert_eq!(root, "doubler");
+    assert_eq!(
+        model.infer(&x(&[4.0])).unwrap()["out"]
+            .as_slice::<f32>()
+            .unwrap(),
+        &[8.0]
+    );
+    // Other tests extract zips concurrently, so check this model's own folder.
+    let extracted = neuropod_dirs();
+    assert!(extracted >= 1);
+    drop(model);
+    assert!(neuropod_dirs() < extracted || neuropod_dirs() == 0);
+}
+
+#[test]
+fn zip_entries_escaping_the_folder_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    for evil in ["../evil.txt", "/abs/evil.txt", "a/../../evil.txt"] {
+        let zip_path = dir.path().join("evil.zip");
+        write_zip(
+            &zip_path,
+            &[("config.json", CONFIG.as_bytes()), (evil, b"x")],
+        );
+        let err = load(&zip_path).err().unwrap();
+        assert!(
+            err.to_string().contains("escapes the package folder"),
+            "{evil}: {err}"
+        );
+        assert!(!dir.path().join("evil.txt").exists());
+    }
+}
+
+#[test]
+fn symlinks_out_of_a_folder_package_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    write_package(dir.path());
+    std::os::unix::fs::symlink(outside.path(), dir.path().join("0/data/leak")).unwrap();
+    let err = load(dir.path()).err().unwrap();
+    assert!(
+        err.to_string().contains("points outside the package"),
+        "{err}"
+    );
+}
+
+#[test]
+fn manifest_detects_changed_missing_and_extra_files() {
+    let dir = tempfile::tempdir().unwrap();
+    write_package(dir.path());
+    let manifest = neuropods_core::package::build_manifest(dir.path()).unwrap();
+    fs::write(dir.path().join("manifest.json"), manifest).unwrap();
+    let verify = || {
+        registry::register(Platform::Python, &VTABLE);
+        let options = LoadOptions {
+            verify_manifest: true,
+            ..Default::default()
+        };
+        Neuropod::load(dir.path(), &options).map(drop)
+    };
+    verify().unwrap();
+    fs::write(dir.path().join("0/data/weights.txt"), "3.0").unwrap();
+    assert!(verify()
+        .unwrap_err()
+        .to_string()
+        .contains("0/data/weights.txt: sha256 mismatch"));
+    fs::remove_file(dir.path().join("0/data/weights.txt")).unwrap();
+    assert!(verify()
+        .unwrap_err()
+        .to_string()
+        .contains("in the manifest but missing"));
+    let manifest = neuropods_core::package::build_manifest(dir.path()).unwrap();
+    fs::write(dir.path().join("manifest.json"), manifest).unwrap();
+    fs::write(dir.path().join("0/data/weights.txt"), "2.0").unwrap();
+    assert!(verify()
+        .unwrap_err()
+        .to_string()
+        .contains("is not in the manifest"));
+}
