@@ -227,19 +227,17 @@ fn zip_packages_load_and_clean_up() {
         ],
     );
     let model = load(&zip_path).unwrap();
-    let root = model.config().name.clone();
-    assert_eq!(root, "doubler");
-    assert_eq!(
-        model.infer(&x(&[4.0])).unwrap()["out"]
-            .as_slice::<f32>()
-            .unwrap(),
-        &[8.0]
-    );
-    // Other tests extract zips concurrently, so check this model's own folder.
-    let extracted = neuropod_dirs();
-    assert!(extracted >= 1);
+    let extracted = model.package_root().to_path_buf();
+    assert!(extracted.starts_with(std::env::temp_dir()));
+    assert!(extracted.join("0/data/weights.txt").is_file());
+    let out = model.infer(&x(&[4.0])).unwrap();
+    assert_eq!(out["out"].as_slice::<f32>().unwrap(), &[8.0]);
     drop(model);
-    assert!(neuropod_dirs() < extracted || neuropod_dirs() == 0);
+    assert!(
+        !extracted.exists(),
+        "{} was not removed",
+        extracted.display()
+    );
 }
 
 #[test]
