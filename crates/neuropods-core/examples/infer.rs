@@ -1,7 +1,7 @@
 //! Loads a package and runs it once from Rust: every input is filled with
 //! 0, 1, 2, ... (strings "0", "1", ...), free dims taking size 4.
 //!
-//! `cargo run --release --example infer -- path/to/package`
+//! `cargo run --release --example infer -- path/to/package [--gpu N]`
 
 use neuropods_core::{DType, Dim, LoadOptions, Neuropod, Tensor, TensorData, TensorMap};
 
@@ -31,8 +31,18 @@ fn describe(tensor: &Tensor) -> neuropods_core::Result<String> {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let path = std::env::args().nth(1).ok_or("usage: infer PACKAGE_PATH")?;
-    let model = Neuropod::load(&path, &LoadOptions::default())?;
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (path, gpu) = match args.as_slice() {
+        [path] => (path, None),
+        [path, flag, n] if flag == "--gpu" => (path, Some(n.parse()?)),
+        _ => return Err("usage: infer PACKAGE_PATH [--gpu N]".into()),
+    };
+    let mut options = LoadOptions::default();
+    options.backend.visible_gpu = gpu;
+    let model = Neuropod::load(path, &options)?;
+    for warning in model.load_warnings() {
+        eprintln!("warning: {warning}");
+    }
     println!("model {} ({})", model.name(), model.platform());
     let mut inputs = TensorMap::new();
     for spec in model.inputs() {

@@ -122,6 +122,15 @@ pub fn framework_lib_dirs(platform: Platform) -> Vec<PathBuf> {
     }
 }
 
+/// A `libloading` error with the loader's own reason (its `Display` alone
+/// says only "dlopen failed").
+pub fn library_error(e: &libloading::Error) -> String {
+    match std::error::Error::source(e) {
+        Some(source) => format!("{e}: {source}"),
+        None => e.to_string(),
+    }
+}
+
 /// The folder of the binary (executable or shared library) holding this code.
 fn own_dir() -> Option<PathBuf> {
     let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
@@ -172,7 +181,7 @@ fn open(info: &BackendInfo) -> Result<&'static BackendVTable> {
             libloading::os::unix::RTLD_NOW | libloading::os::unix::RTLD_LOCAL,
         )
     }
-    .map_err(|e| framework_missing(e.to_string()))?;
+    .map_err(|e| framework_missing(library_error(&e)))?;
     // SAFETY: the symbol has the EntryPoint signature by the ABI's contract.
     let entry: EntryPoint = unsafe {
         *library
@@ -209,7 +218,7 @@ fn preload_framework(info: &BackendInfo) -> std::result::Result<(), String> {
                     libloading::os::unix::RTLD_NOW | libloading::os::unix::RTLD_GLOBAL,
                 )
             }
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| library_error(&e))?;
             std::mem::forget(library);
         }
     }
