@@ -58,22 +58,9 @@ impl fmt::Display for Direction {
     }
 }
 
-struct ShapeDisplay<'a>(&'a [usize]);
-impl fmt::Display for ShapeDisplay<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("(")?;
-        for (i, d) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str(", ")?;
-            }
-            write!(f, "{d}")?;
-        }
-        f.write_str(")")
-    }
-}
-
-struct SpecShapeDisplay<'a>(&'a [Dim]);
-impl fmt::Display for SpecShapeDisplay<'_> {
+/// Shows dims as a Python-style tuple: `(2, 'batch', None)`.
+struct ShapeDisplay<'a, T>(&'a [T]);
+impl<T: fmt::Display> fmt::Display for ShapeDisplay<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("(")?;
         for (i, d) in self.0.iter().enumerate() {
@@ -114,7 +101,7 @@ pub enum SpecError {
     },
     /// Wrong number of dimensions.
     #[error("{direction} '{name}': expected rank {} (shape {}), got rank {} (shape {})",
-        expected.len(), SpecShapeDisplay(expected), actual.len(), ShapeDisplay(actual))]
+        expected.len(), ShapeDisplay(expected), actual.len(), ShapeDisplay(actual))]
     RankMismatch {
         /// Inputs or outputs.
         direction: Direction,

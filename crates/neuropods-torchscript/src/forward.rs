@@ -91,7 +91,7 @@ pub struct Output {
     pub value: Value,
 }
 
-unsafe fn output_name(name: *const u8, len: usize) -> String {
+unsafe fn lossy_string(name: *const u8, len: usize) -> String {
     if len == 0 {
         String::new()
     } else {
@@ -108,7 +108,7 @@ unsafe extern "C" fn on_tensor(
 ) {
     let outputs = &mut *(ctx as *mut Vec<Output>);
     outputs.push(Output {
-        name: output_name(name, len),
+        name: lossy_string(name, len),
         position: usize::try_from(position).ok(),
         // SAFETY: forward.cpp hands over a new at::Tensor*, tch's C_tensor.
         value: Value::Tensor(tch::Tensor::from_ptr(t as *mut _)),
@@ -126,10 +126,10 @@ unsafe extern "C" fn on_strings(
 ) {
     let outputs = &mut *(ctx as *mut Vec<Output>);
     let values = (0..count)
-        .map(|i| output_name(*strings.add(i), *lens.add(i)))
+        .map(|i| lossy_string(*strings.add(i), *lens.add(i)))
         .collect();
     outputs.push(Output {
-        name: output_name(name, len),
+        name: lossy_string(name, len),
         position: usize::try_from(position).ok(),
         value: Value::Strings(values),
     });
