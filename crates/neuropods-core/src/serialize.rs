@@ -462,12 +462,6 @@ fn read_tensor(r: &mut Reader<'_>, buf: &Buffer) -> Result<Tensor, String> {
             expected.map_or("more than fit in memory".to_string(), |n| n.to_string())
         ));
     }
-    if dtype == DType::Bool {
-        // Rust reads bools in place, where any other byte is undefined behaviour.
-        if let Some((i, b)) = payload.iter().enumerate().find(|(_, &b)| b > 1) {
-            return Err(format!("bool element {i} is {b}, not 0 or 1"));
-        }
-    }
     let slice = start
         .checked_add(payload_len)
         .and_then(|end| buf.slice(start..end))
@@ -477,7 +471,11 @@ fn read_tensor(r: &mut Reader<'_>, buf: &Buffer) -> Result<Tensor, String> {
     } else {
         Buffer::copy_from_slice(&slice)
     };
-    Tensor::from_buffer(dtype, shape, data).map_err(|e| e.to_string())
+    // from_buffer checks what the bytes must hold (bools are 0 or 1).
+    Tensor::from_buffer(dtype, shape, data).map_err(|e| match e {
+        Error::InvalidInput(message) => message,
+        other => other.to_string(),
+    })
 }
 
 /// `numel` u64 lengths, then the UTF-8 bytes back to back, filling `payload`

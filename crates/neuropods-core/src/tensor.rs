@@ -306,6 +306,15 @@ impl Tensor {
                 buffer.len()
             )));
         }
+        // Reading any other byte as a Rust `bool` is undefined behaviour.
+        if dtype == DType::Bool {
+            if let Some(i) = buffer.iter().position(|&b| b > 1) {
+                return Err(Error::InvalidInput(format!(
+                    "bool element {i} is {}, not 0 or 1",
+                    buffer[i]
+                )));
+            }
+        }
         Ok(Tensor {
             dtype,
             shape,
@@ -388,9 +397,8 @@ impl Tensor {
             )));
         }
         // SAFETY: dtype matches T, the length is a multiple of size_of::<T>
-        // (checked at construction) and alignment was checked. Bool buffers
-        // only ever hold 0 or 1: every producer (numpy bool, torch bool,
-        // the deserializer, which checks) guarantees it.
+        // and bool bytes are 0 or 1 (both checked at construction), and
+        // alignment was checked above.
         Ok(unsafe {
             std::slice::from_raw_parts(
                 buffer.as_ptr() as *const T,

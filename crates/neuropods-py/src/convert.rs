@@ -75,14 +75,27 @@ pub fn tensor_from_numpy(py: Python<'_>, name: &str, value: &Bound<'_, PyAny>) -
         )
     })?;
     let native = descr.is_native_byteorder().unwrap_or(true);
-    let array = if array.is_c_contiguous() && array.is_aligned() && native {
+    // Borrowed arrays are lent to the framework as writable memory (a model
+    // may work in place), so read-only ones are copied, like any array whose
+    // layout the backend cannot take as it is.
+    let writeable = array.getattr("flags")?.getattr("writeable")?.is_truthy()?;
+    let array = if array.is_c_contiguous() && array.is_aligned() && native && writeable {
         array.clone()
     } else {
         let numpy = py.import("numpy")?;
         let native_dtype = descr.call_method1("newbyteorder", ("=",))?;
         numpy
-            .call_method1("ascontiguousarray", (array, native_dtype))?
+            .call_method1("array", (array, native_dtype))?
             .cast_into::<PyUntypedArray>()?
+    };
+    // numpy bools are bytes that may hold any value (np.frombuffer, .view);
+    // the core's bool tensors hold 0 or 1 only.
+    let array = if dtype == DType::Bool && !bools_are_canonical(&array) {
+        array
+            .call_method1("__ne__", (0,))?
+            .cast_into::<PyUntypedArray>()?
+    } else {
+        array
     };
     // SAFETY: a C-contiguous array's data is `len` bytes at `data`.
     let raw = unsafe { &*array.as_array_ptr() };
@@ -90,6 +103,16 @@ pub fn tensor_from_numpy(py: Python<'_>, name: &str, value: &Bound<'_, PyAny>) -
     let buffer =
         unsafe { buffer_from_python(raw.fields.data as *const u8, len, array.into_any().unbind()) };
     Tensor::from_buffer(dtype, shape, buffer).map_err(|e| crate::errors::to_py(py, e))
+}
+
+fn bools_are_canonical(array: &Bound<'_, PyUntypedArray>) -> bool {
+    // SAFETY: called on a C-contiguous array of one-byte elements.
+    let raw = unsafe { &*array.as_array_ptr() };
+    if array.len() == 0 {
+        return true;
+    }
+    let bytes = unsafe { std::slice::from_raw_parts(raw.fields.data as *const u8, array.len()) };
+    bytes.iter().all(|&b| b <= 1)
 }
 
 fn string_tensor(

@@ -9,12 +9,25 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyType;
 
+static MODULE: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
+
+fn errors_module(py: Python<'_>) -> PyResult<&Py<PyModule>> {
+    MODULE.get_or_try_init(py, || {
+        py.import("neuropods_native.errors").map(Bound::unbind)
+    })
+}
+
+/// Looks the exception classes up once, while the extension is imported
+/// (`neuropods_native/__init__.py` imports `errors` first), so that raising
+/// never has to import: an import may detach from the interpreter, and a
+/// raise can happen anywhere.
+pub fn init(py: Python<'_>) -> PyResult<()> {
+    errors_module(py).map(drop)
+}
+
 /// Raises `class_name` from `neuropods_native.errors` with `message`.
 pub fn raise(py: Python<'_>, class_name: &str, message: String) -> PyErr {
-    static MODULE: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
-    let module = MODULE.get_or_try_init(py, || {
-        py.import("neuropods_native.errors").map(Bound::unbind)
-    });
+    let module = errors_module(py);
     let class = module.and_then(|m| {
         m.bind(py)
             .getattr(class_name)

@@ -40,6 +40,7 @@ fn write_manifest(py: Python<'_>, package_dir: std::path::PathBuf) -> PyResult<(
 
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    errors::init(m.py())?;
     m.add_class::<model::Neuropod>()?;
     m.add_class::<convert::TensorMemory>()?;
     m.add_function(wrap_pyfunction!(serde::serialize, m)?)?;

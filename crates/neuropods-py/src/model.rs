@@ -187,8 +187,9 @@ impl Neuropod {
 
     /// Frees the model now (also done by `with` and by garbage collection).
     fn close(&self) {
-        let mut guard = self.model.lock().unwrap_or_else(|p| p.into_inner());
-        guard.take();
+        let model = self.model.lock().unwrap_or_else(|p| p.into_inner()).take();
+        // Dropped after the lock: freeing a model may take a while.
+        drop(model);
     }
 
     fn __enter__(slf: Py<Self>) -> Py<Self> {

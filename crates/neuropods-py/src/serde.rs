@@ -56,22 +56,26 @@ pub fn deserialize<'py>(py: Python<'py>, data: &Bound<'py, PyAny>) -> PyResult<B
             };
             py.detach(|| wire::deserialize(&buffer))
         } else {
-            let copy: Vec<u8> = data
-                .call_method0("__bytes__")
-                .or_else(|_| py.import("builtins")?.getattr("bytes")?.call1((data,)))
+            // Anything else with the buffer protocol (bytearray, memoryview,
+            // numpy bytes) is copied; other objects are refused rather than
+            // passed to bytes(), which would turn an int into zeros.
+            let view = py
+                .import("builtins")?
+                .getattr("memoryview")?
+                .call1((data,))
                 .map_err(|_| {
                     type_error(
                         py,
                         format!(
-                            "deserialize takes bytes, got {}",
+                            "deserialize takes a bytes-like object, got {}",
                             data.get_type()
                                 .name()
                                 .map(|n| n.to_string())
                                 .unwrap_or_default()
                         ),
                     )
-                })?
-                .extract()?;
+                })?;
+            let copy: Vec<u8> = view.call_method0("tobytes")?.extract()?;
             wire::deserialize_bytes(&copy)
         }
         .map_err(|e| to_py(py, e))?;

@@ -10,7 +10,7 @@ mod forward;
 
 use std::ffi::{c_void, CStr};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Once, OnceLock};
+use std::sync::{Arc, OnceLock};
 
 use libloading::os::unix::{Library, RTLD_GLOBAL, RTLD_NOW};
 
@@ -73,21 +73,36 @@ fn dtype_of(kind: Kind) -> Option<DType> {
     })
 }
 
-/// Applies thread settings. libtorch's are process-wide, and the inter-op
-/// pool can only be sized before it first runs, so that one is set once.
+/// Sizes libtorch's inter-op pool. tch's own wrapper panics when libtorch
+/// refuses (the pool can only be sized before it first runs, e.g. not after
+/// Python's torch used it), so call libtorch directly and keep its message.
+fn set_interop_threads(n: i32) -> std::result::Result<(), String> {
+    // SAFETY: plain libtorch calls; the error string is malloc'ed by
+    // torch-sys and freed here once.
+    unsafe {
+        torch_sys::at_set_num_interop_threads(n);
+        let err = torch_sys::get_and_reset_last_err();
+        if err.is_null() {
+            return Ok(());
+        }
+        let message = CStr::from_ptr(err).to_string_lossy().into_owned();
+        libc::free(err as *mut c_void);
+        Err(message.lines().next().unwrap_or_default().to_string())
+    }
+}
+
+/// Applies thread settings. Both are process-wide in libtorch, and the
+/// inter-op pool can only be sized once, before it first runs: a refused
+/// size is a warning, not an error, since the model runs either way.
 fn apply_threads(ctx: &LoadContext) {
     if let Some(n) = ctx.options.intra_op_threads {
         tch::set_num_threads(n as i32);
     }
     if let Some(n) = ctx.options.inter_op_threads {
-        static INTEROP: Once = Once::new();
-        let mut applied = false;
-        INTEROP.call_once(|| {
-            tch::set_num_interop_threads(n as i32);
-            applied = true;
-        });
-        if !applied {
-            ctx.warn("inter_op_threads is process-wide in libtorch and was already set; ignoring the new value");
+        if let Err(e) = set_interop_threads(n as i32) {
+            ctx.warn(format!(
+                "inter_op_threads={n} ignored: libtorch's inter-op pool is process-wide and already set ({e})"
+            ));
         }
     }
 }
@@ -277,7 +292,9 @@ impl TorchScriptModel {
         // A model that returns (a view of) an input would hand back memory
         // the caller owns; copy it so outputs never alias inputs.
         if nbytes > 0 && aliases_input(cpu.data_ptr() as usize) {
-            cpu = cpu.f_clone(&cpu).map_err(backend_error)?;
+            let mut copy = cpu.f_empty_like().map_err(backend_error)?;
+            copy.f_copy_(&cpu).map_err(backend_error)?;
+            cpu = copy;
         }
         let ptr = cpu.data_ptr() as *const u8;
         // SAFETY: `cpu` is contiguous on the CPU with `nbytes` bytes at `ptr`,

@@ -2,6 +2,7 @@
 
 import os
 import shutil
+import warnings
 from typing import Any, Mapping, Optional, Sequence
 
 from ._common import SpecEntry, copy_custom_ops, package_folder, self_test, write_config
@@ -36,7 +37,11 @@ def create_torchscript_neuropod(
         if module is not None:
             import torch
 
-            torch.jit.save(module, model_file)
+            with warnings.catch_warnings():
+                # torch 2.13 deprecates torch.jit.save; TorchScript files are
+                # still what this platform loads, so the warning is ours.
+                warnings.filterwarnings("ignore", r".*torch\.jit", DeprecationWarning)
+                torch.jit.save(module, model_file)
         else:
             shutil.copy(os.fspath(module_path), model_file)
         write_config(

@@ -85,6 +85,8 @@ unsafe fn report(sink: &Sink, err: &Error) {
         // The core adds the platform name; send the framework's own words.
         Error::Backend { message, .. } => message.clone(),
         Error::Internal(message) | Error::InvalidInput(message) => message.clone(),
+        // The core names the package again on its side.
+        Error::InvalidPackage { reason, .. } => reason.clone(),
         other => other.to_string(),
     };
     (sink.error)(sink.ctx, error_kind(err) as u32, StrRef::new(&message));
