@@ -84,8 +84,11 @@ pub fn tensor_from_numpy(py: Python<'_>, name: &str, value: &Bound<'_, PyAny>) -
     } else {
         let numpy = py.import("numpy")?;
         let native_dtype = descr.call_method1("newbyteorder", ("=",))?;
+        let kwargs = pyo3::types::PyDict::new(py);
+        kwargs.set_item("dtype", native_dtype)?;
+        kwargs.set_item("order", "C")?;
         numpy
-            .call_method1("array", (array, native_dtype))?
+            .call_method("array", (array,), Some(&kwargs))?
             .cast_into::<PyUntypedArray>()?
     };
     // numpy bools are bytes that may hold any value (np.frombuffer, .view);

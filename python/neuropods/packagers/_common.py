@@ -35,7 +35,11 @@ def normalize_spec(spec: Sequence[SpecEntry], what: str) -> List[Dict[str, Any]]
             name, dtype, shape = entry["name"], entry["dtype"], entry["shape"]
         except (KeyError, TypeError) as e:
             raise ValueError(f"{what}[{i}] needs name, dtype and shape: got {entry!r}") from e
-        out.append({"name": name, "dtype": _dtype_name(dtype), "shape": list(shape)})
+        try:
+            dtype_name = _dtype_name(dtype)
+        except TypeError as e:
+            raise ValueError(f"{what}[{i}] ('{name}'): unknown dtype {dtype!r}") from e
+        out.append({"name": name, "dtype": dtype_name, "shape": list(shape)})
     return out
 
 

@@ -33,17 +33,7 @@ def create_torchscript_neuropod(
     if (module is None) == (module_path is None):
         raise ValueError("give exactly one of module and module_path")
     with package_folder(neuropod_path, package_as_zip) as folder:
-        model_file = os.path.join(folder, "0", "data", "model.pt")
-        if module is not None:
-            import torch
-
-            with warnings.catch_warnings():
-                # torch 2.13 deprecates torch.jit.save; TorchScript files are
-                # still what this platform loads, so the warning is ours.
-                warnings.filterwarnings("ignore", r".*torch\.jit", DeprecationWarning)
-                torch.jit.save(module, model_file)
-        else:
-            shutil.copy(os.fspath(module_path), model_file)
+        # The config first: it checks the specs before the model is saved.
         write_config(
             folder,
             name=model_name,
@@ -55,4 +45,15 @@ def create_torchscript_neuropod(
             custom_ops=copy_custom_ops(folder, custom_ops),
             platform_version_semver=platform_version_semver,
         )
+        model_file = os.path.join(folder, "0", "data", "model.pt")
+        if module is not None:
+            import torch
+
+            with warnings.catch_warnings():
+                # torch 2.13 deprecates torch.jit.save; TorchScript files are
+                # still what this platform loads, so the warning is ours.
+                warnings.filterwarnings("ignore", r".*torch\.jit", DeprecationWarning)
+                torch.jit.save(module, model_file)
+        else:
+            shutil.copy(os.fspath(module_path), model_file)
     self_test(neuropod_path, test_input_data, test_expected_out)

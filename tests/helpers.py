@@ -1,0 +1,81 @@
+"""Helpers shared by the test modules (imported by name: tests/ is on sys.path)."""
+
+import os
+import shutil
+from typing import Any, Dict, Optional
+
+import numpy as np
+import torch
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NEUROPODS_HOME = os.environ.get("NEUROPODS_HOME", os.path.expanduser("~/.cache/neuropods"))
+TORCH_DIR = os.path.dirname(torch.__file__)
+
+
+def spec(name: str, dtype: Any, shape: tuple) -> Dict[str, Any]:
+    return {"name": name, "dtype": dtype, "shape": shape}
+
+
+ADD_INPUT_SPEC = [
+    spec("x", "float32", ("num_inputs",)),
+    spec("y", "float32", ("num_inputs",)),
+]
+ADD_OUTPUT_SPEC = [spec("out", "float32", (None,))]
+
+
+def load(path, **options):
+    from neuropods.loader import load_neuropod
+
+    return load_neuropod(path, **options)
+
+
+def copy_package(src: str, dst: str) -> str:
+    if os.path.isdir(src):
+        shutil.copytree(src, dst)
+    else:
+        shutil.copy(src, dst)
+    return dst
+
+
+def torch_out(module: torch.nn.Module, x: np.ndarray) -> np.ndarray:
+    """What torch itself computes for `module(x)`."""
+    with torch.no_grad():
+        return module(torch.from_numpy(np.array(x, order="C"))).numpy()
+
+
+def neuropod_tempdirs():
+    """The extraction folders of zip packages currently in the temp dir."""
+    import tempfile
+
+    root = tempfile.gettempdir()
+    return sorted(
+        name
+        for name in os.listdir(root)
+        if name.startswith("neuropod-") and os.path.isdir(os.path.join(root, name))
+    )
+
+
+def find_infer_example() -> Optional[str]:
+    target = os.environ.get("CARGO_TARGET_DIR", os.path.join(NEUROPODS_HOME, "target"))
+    path = os.path.join(target, "release", "examples", "infer")
+    return path if os.path.isfile(path) and os.access(path, os.X_OK) else None
+
+
+def script(module: torch.nn.Module) -> torch.jit.ScriptModule:
+    """torch.jit.script, without torch 2.13's deprecation warning for it (the
+    suite turns warnings into errors; TorchScript is what Neuropods runs)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message=r".*torch\.jit\.(script|save|trace).* deprecated", category=DeprecationWarning
+        )
+        return torch.jit.script(module)
+
+
+def jit_save(module: torch.jit.ScriptModule, path: str) -> None:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*torch\.jit.*deprecated", category=DeprecationWarning)
+        torch.jit.save(module, path)

@@ -1,0 +1,321 @@
+"""Behaviour that needs a fresh process: imports without frameworks, a venv
+without torch, process-wide libtorch state, a first-error deadlock, and the
+Rust example binary."""
+
+import glob
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+import threading
+
+import numpy as np
+import pytest
+
+from helpers import NEUROPODS_HOME, TORCH_DIR, find_infer_example
+
+# Variables that would let a subprocess find libtorch or another Python.
+FRAMEWORK_ENV = (
+    "LIBTORCH",
+    "NEUROPODS_LIBTORCH_DIR",
+    "NEUROPODS_BACKEND_DIR",
+    "LD_LIBRARY_PATH",
+    "LD_PRELOAD",
+    "PYTHONPATH",
+    "PYTHONHOME",
+    "PYTHONSTARTUP",
+    "VIRTUAL_ENV",
+)
+
+
+def clean_env(**extra):
+    env = {k: v for k, v in os.environ.items() if k not in FRAMEWORK_ENV}
+    env.update(extra)
+    return env
+
+
+def run_python(code, python=sys.executable, timeout=120, env=None):
+    return subprocess.run(
+        [python, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env if env is not None else clean_env(),
+    )
+
+
+def test_import_needs_no_framework(addition_package):
+    result = run_python(
+        f"""
+        import sys
+        import neuropods, neuropods.loader, neuropods_native, neuropods.packagers
+        loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "tensorflow"))
+        assert loaded == [], loaded
+        # Running a TorchScript model does not import the torch package either.
+        import numpy as np
+        with neuropods.loader.load_neuropod({addition_package!r}) as model:
+            out = model.infer({{"x": np.ones(2, np.float32), "y": np.ones(2, np.float32)}})
+        assert out["out"].tolist() == [2.0, 2.0]
+        loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "tensorflow"))
+        assert loaded == [], loaded
+        print("OK")
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "OK"
+
+
+# ------------------------------------------------------- venv without torch
+
+
+def _wheel():
+    home = os.environ.get("NEUROPODS_HOME", NEUROPODS_HOME)
+    wheels = sorted(glob.glob(os.path.join(home, "dist", "neuropods-*.whl")), key=os.path.getmtime)
+    return wheels[-1] if wheels else None
+
+
+@pytest.fixture(scope="module")
+def torchless_result(tmp_path_factory, addition_package):
+    """Loads the addition package from a fresh venv holding only numpy and
+    the built wheel; returns what the error looked like there."""
+    wheel = _wheel()
+    if wheel is None:
+        pytest.skip("no built wheel in $NEUROPODS_HOME/dist (run scripts/build.sh)")
+    venv = tmp_path_factory.mktemp("torchless") / "venv"
+    env = clean_env()
+    # A plain venv: no system site-packages, so torch is not visible.
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, env=env, timeout=120)
+    python = str(venv / "bin" / "python")
+    install = subprocess.run(
+        [python, "-m", "pip", "install", "--disable-pip-version-check", "-q", "numpy", wheel],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    if install.returncode != 0:
+        pytest.skip(f"could not install numpy + the wheel into a fresh venv: {install.stderr[-2000:]}")
+    result = run_python(
+        f"""
+        import importlib.util, json, sys
+        assert importlib.util.find_spec("torch") is None, "torch is visible"
+        import neuropods, neuropods.loader, neuropods_native, neuropods.packagers
+        import numpy as np
+        # The rest of the package works without torch.
+        blob = neuropods_native.serialize({{"a": np.arange(3.0)}})
+        assert neuropods_native.deserialize(blob)["a"].tolist() == [0.0, 1.0, 2.0]
+        try:
+            neuropods.loader.load_neuropod({addition_package!r})
+        except Exception as e:
+            print(json.dumps({{"class": type(e).__name__,
+                              "mro": [c.__name__ for c in type(e).__mro__],
+                              "message": str(e),
+                              "torch_imported": "torch" in sys.modules}}))
+        else:
+            print(json.dumps({{"class": None}}))
+        """,
+        python=python,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_missing_torch_is_framework_not_found(torchless_result):
+    assert torchless_result["class"] == "FrameworkNotFoundError", torchless_result
+    assert "BackendNotFoundError" in torchless_result["mro"]
+    assert "ImportError" in torchless_result["mro"]
+    assert "NeuropodError" in torchless_result["mro"]
+    message = torchless_result["message"]
+    assert "pip install torch==2.13.0" in message
+    assert "torchscript" in message
+    assert not torchless_result["torch_imported"]
+
+
+# Guards a bug this suite found (since fixed), as it was: FrameworkNotFoundError's detail is
+# only '(dlopen failed)': the loader's own message (which library is missing) is lost, because
+# registry::open formats libloading 0.9's error with to_string(), whose Display omits
+# dlerror()'s text.
+@pytest.mark.slow
+def test_missing_torch_error_says_what_the_loader_said(torchless_result):
+    message = torchless_result["message"]
+    # e.g. "(dlopen failed: libtorch_cpu.so: cannot open shared object file: ...)"
+    detail = message.split("(", 1)[1]
+    assert "libtorch" in detail or "libc10" in detail, message
+    assert "cannot open shared object file" in detail, message
+
+
+# ------------------------------------------------- process-wide libtorch state
+
+
+# Guards a bug this suite found (since fixed), as it was: loading with inter_op_threads after
+# libtorch's inter-op pool was configured or started elsewhere in the process (here by torch
+# itself) raises InternalError ('panic: called `Result::unwrap()` ... cannot set number of
+# interop threads'). apply_threads in crates/neuropods-torchscript/src/lib.rs calls the
+# panicking tch::set_num_interop_threads; it should warn and ignore the value (as it does for a
+# second Neuropods load) or raise InvalidOptionError.
+def test_inter_op_threads_when_torch_already_set_them(addition_package):
+    result = run_python(
+        f"""
+        import logging, torch, numpy as np
+        import neuropods_native
+        torch.set_num_interop_threads(2)
+        try:
+            model = neuropods_native.Neuropod({addition_package!r}, inter_op_threads=3)
+        except neuropods_native.NeuropodError as e:
+            print("ERROR", type(e).__name__, str(e)[:300])
+        else:
+            out = model.infer({{"x": np.ones(2, np.float32), "y": np.ones(2, np.float32)}})
+            assert out["out"].tolist() == [2.0, 2.0]
+            print("OK")
+        """,
+        env=clean_env(RUST_BACKTRACE="0"),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == "OK", result.stdout
+
+
+def test_inter_op_threads_second_load_logs_warning(addition_package):
+    # In a fresh process: the first load sets it, the second is ignored with a
+    # logged warning (and both models work).
+    result = run_python(
+        f"""
+        import logging, numpy as np
+        import neuropods_native
+        records = []
+        class Keep(logging.Handler):
+            def emit(self, record):
+                records.append(record.getMessage())
+        logging.getLogger("neuropods").addHandler(Keep())
+        first = neuropods_native.Neuropod({addition_package!r}, inter_op_threads=2)
+        assert records == [], records
+        second = neuropods_native.Neuropod({addition_package!r}, inter_op_threads=3)
+        assert any("inter_op_threads" in r for r in records), records
+        for m in (first, second):
+            out = m.infer({{"x": np.ones(2, np.float32), "y": np.ones(2, np.float32)}})
+            assert out["out"].tolist() == [2.0, 2.0]
+        print("OK")
+        """
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == "OK"
+
+
+# ---------------------------------------------------------- deadlock
+
+
+DEADLOCK_SCRIPT = """
+import itertools, sys, threading
+import numpy as np
+import neuropods_native
+
+model = neuropods_native.Neuropod(sys.argv[1])
+model.close()  # every infer now raises ModelClosedError
+inputs = {"x": np.ones(4, np.float32), "y": np.ones(4, np.float32)}
+go = threading.Event()
+print("loaded", flush=True)
+
+def other_thread():
+    go.wait()
+    try:
+        model.infer(inputs)
+    except neuropods_native.ModelClosedError:
+        pass
+
+t = threading.Thread(target=other_thread)
+t.start()
+go.set()
+# Hold the GIL inside C for a while (filter skips the zeros without running
+# bytecode) so that the woken thread asks for the GIL, then call infer straight
+# from C. This is the first Neuropods error this process raises.
+try:
+    list(map(model.infer, filter(None, itertools.chain(itertools.repeat(0, 20_000_000), [inputs]))))
+except neuropods_native.ModelClosedError:
+    pass
+t.join()
+print("done", flush=True)
+"""
+
+
+# Guards a bug this suite found (since fixed), as it was: deadlock. Neuropod::model()
+# (crates/neuropods-py/src/model.rs) keeps the model Mutex locked while it raises
+# ModelClosedError; the first raise of the process initialises a PyOnceLock in errors::raise,
+# which detaches from the interpreter. Another thread that then takes the GIL and calls infer
+# blocks on the Mutex while holding the GIL, and the first thread waits for the GIL forever.
+# (close() also locks that Mutex while attached.) The guard should be dropped before raising.
+def test_first_error_deadlock(addition_package, tmp_path):
+    script = tmp_path / "deadlock.py"
+    script.write_text(DEADLOCK_SCRIPT)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), addition_package],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=clean_env(),
+    )
+    lines = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
+    try:
+        # Loading libtorch may be slow on a busy machine; the rest takes < 1 s.
+        for _ in range(600):
+            if lines or proc.poll() is not None:
+                break
+            reader.join(0.1)
+        assert lines[:1] == ["loaded\n"], (lines, proc.poll())
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pytest.fail("deadlock: the process did not finish within 10 s after loading")
+        reader.join(5)
+        assert proc.returncode == 0, proc.returncode
+        assert lines == ["loaded\n", "done\n"]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        reader.join(5)
+        proc.stdout.close()
+        proc.stderr.close()
+
+
+# ------------------------------------------------------------ Rust example
+
+
+def test_rust_infer_example(addition_package):
+    binary = find_infer_example()
+    if binary is None:
+        pytest.skip("$CARGO_TARGET_DIR/release/examples/infer is not built (cargo build --release --examples)")
+    result = subprocess.run(
+        [binary, addition_package],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=clean_env(LIBTORCH=TORCH_DIR),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    assert lines[0] == "model addition_model (torchscript)"
+    match = re.fullmatch(r"out: float32 \[(\d+)\] \[(.*)\]", lines[1])
+    assert match, lines
+    # The example fills each input with 0, 1, 2, ... and gives free dims size 4.
+    n = int(match.group(1))
+    assert n == 4
+    x = y = np.arange(n, dtype=np.float32)
+    printed = np.array([float(v) for v in match.group(2).split(",")], np.float32)
+    np.testing.assert_array_equal(printed, x + y)
+
+
+def test_rust_infer_example_reports_errors(tmp_path):
+    binary = find_infer_example()
+    if binary is None:
+        pytest.skip("$CARGO_TARGET_DIR/release/examples/infer is not built")
+    result = subprocess.run(
+        [binary, str(tmp_path / "missing")], capture_output=True, text=True, timeout=60, env=clean_env(LIBTORCH=TORCH_DIR)
+    )
+    assert result.returncode != 0
+    # main returns Result<_, Box<dyn Error>>: Rust prints the error's Debug form.
+    assert "PackageNotFound" in result.stderr and str(tmp_path / "missing") in result.stderr
