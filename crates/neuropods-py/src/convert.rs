@@ -24,7 +24,8 @@ pub unsafe fn buffer_from_python(ptr: *const u8, len: usize, owner: Py<PyAny>) -
     Buffer::from_raw_parts(ptr, len, Arc::new(PyOwner(owner)))
 }
 
-fn input_type_error(py: Python<'_>, message: String) -> PyErr {
+/// `InputTypeError`: a value that is not what the API takes.
+pub fn type_error(py: Python<'_>, message: String) -> PyErr {
     raise(py, "InputTypeError", message)
 }
 
@@ -50,7 +51,7 @@ fn numeric_dtype(kind: u8, itemsize: usize) -> Option<DType> {
 /// arrays are borrowed in place; others are copied once by numpy.
 pub fn tensor_from_numpy(py: Python<'_>, name: &str, value: &Bound<'_, PyAny>) -> PyResult<Tensor> {
     let Ok(array) = value.cast::<PyUntypedArray>() else {
-        return Err(input_type_error(
+        return Err(type_error(
             py,
             format!(
                 "input '{name}': expected a numpy array, got {}",
@@ -66,7 +67,7 @@ pub fn tensor_from_numpy(py: Python<'_>, name: &str, value: &Bound<'_, PyAny>) -
         _ => {}
     }
     let dtype = numeric_dtype(kind, descr.itemsize()).ok_or_else(|| {
-        input_type_error(
+        type_error(
             py,
             format!(
                 "input '{name}': numpy dtype {} is not supported",
@@ -136,7 +137,7 @@ fn string_tensor(
                 .enumerate()
                 .map(|(i, b)| {
                     String::from_utf8(b).map_err(|_| {
-                        input_type_error(
+                        type_error(
                             py,
                             format!("input '{name}': element {i} is not valid UTF-8"),
                         )
@@ -152,7 +153,7 @@ fn string_tensor(
                 match item.extract::<String>() {
                     Ok(s) => out.push(s),
                     Err(_) => {
-                        return Err(input_type_error(
+                        return Err(type_error(
                             py,
                             format!(
                                 "input '{name}': object array element {i} is {}, expected str",
@@ -264,9 +265,4 @@ pub fn tensor_to_numpy<'py>(py: Python<'py>, tensor: Tensor) -> PyResult<Bound<'
             array_over_buffer(py, descr, &shape, Buffer::from_vec(ucs4))
         }
     }
-}
-
-/// Error for a value that is not what the API takes.
-pub fn type_error(py: Python<'_>, message: String) -> PyErr {
-    input_type_error(py, message)
 }
