@@ -4,9 +4,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
-cargo build --release -p neuropods-torchscript -p neuropods-core --examples --lib
+bash scripts/tf-pkgconfig.sh > /dev/null
+cargo build --release -p neuropods-torchscript -p neuropods-tensorflow -p neuropods-core --examples --lib
 mkdir -p python/neuropods_native/backends
-cp "$CARGO_TARGET_DIR/release/libneuropods_torchscript.so" python/neuropods_native/backends/
+for backend in torchscript tensorflow; do
+  cp "$CARGO_TARGET_DIR/release/libneuropods_$backend.so" python/neuropods_native/backends/
+done
 rm -rf "$NEUROPODS_HOME/dist"
 maturin build --release --auditwheel skip -i "$VENV/bin/python" --out "$NEUROPODS_HOME/dist" 2>&1 | grep -v "^📦\|^🔗\|^🐍" || true
 "$VENV/bin/python" -m pip install -q --force-reinstall --no-deps "$NEUROPODS_HOME"/dist/neuropods-*.whl

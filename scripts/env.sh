@@ -7,3 +7,5 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$NEUROPODS_HOME/target}"
 export PATH="$VENV/bin:$HOME/.cargo/bin:$PATH"
 export LIBTORCH_USE_PYTORCH=1
 export PYO3_PYTHON="$VENV/bin/python"
+# tensorflow-sys finds the wheel's TF C API here (made by scripts/tf-pkgconfig.sh).
+export PKG_CONFIG_PATH="$NEUROPODS_HOME/tensorflow-pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"

@@ -5,9 +5,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
 bash scripts/build.sh
-TORCH_DIR="$("$VENV/bin/python" -c 'import importlib.util, os; print(os.path.dirname(importlib.util.find_spec("torch").origin))')"
-# Rust test binaries and examples link libtorch but have no rpath to it.
+package_dir() {
+  "$VENV/bin/python" -c "import importlib.util, os; print(os.path.dirname(importlib.util.find_spec('$1').origin))"
+}
+TORCH_DIR="$(package_dir torch)"
+TF_DIR="$(package_dir tensorflow)"
+# Rust test binaries and examples link the frameworks but have no rpath to
+# them; LIBTORCH / NEUROPODS_TENSORFLOW_DIR also let the core preload them.
 export LIBTORCH="$TORCH_DIR"
-export LD_LIBRARY_PATH="$TORCH_DIR/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export NEUROPODS_TENSORFLOW_DIR="$TF_DIR"
+export LD_LIBRARY_PATH="$TORCH_DIR/lib:$TF_DIR${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 cargo test --release --workspace --exclude neuropods-py
 "$VENV/bin/python" -m pytest tests "$@"

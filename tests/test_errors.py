@@ -135,8 +135,14 @@ def test_valid_config_passes_check(base_config):
     neuropods_native.check_config(json.dumps(base_config))
 
 
+def test_tensorflow_platform_without_a_tf_model_is_package_error(base_config, package_with_config):
+    path = package_with_config(dict(base_config, platform="tensorflow"))
+    with pytest.raises(neuropods_native.PackageError, match=r"0/data/savedmodel/ nor a readable 0/data/model\.pb"):
+        load(path)
+
+
 def test_pytorch_platform_alias_and_missing_backends(base_config, package_with_config):
-    for platform, library in [("tensorflow", "libneuropods_tensorflow.so"), ("python", "libneuropods_python.so"), ("pytorch", "libneuropods_python.so")]:
+    for platform, library in [("python", "libneuropods_python.so"), ("pytorch", "libneuropods_python.so")]:
         config = dict(base_config, platform=platform)
         path = package_with_config(config)
         with pytest.raises(neuropods_native.BackendNotFoundError) as info:

@@ -28,6 +28,9 @@ pub struct BackendInfo {
     /// Framework libraries to open first (with `RTLD_GLOBAL`) when their
     /// folder is known from the environment; see [`framework_lib_dirs`].
     pub framework_libs: &'static [&'static str],
+    /// Environment defaults set (unless the user set them) before the
+    /// library is opened: frameworks read some settings only at load time.
+    pub env_defaults: &'static [(&'static str, &'static str)],
 }
 
 /// The one table of backends.
@@ -38,6 +41,7 @@ pub const BACKENDS: &[BackendInfo] = &[
         framework: "PyTorch's libtorch 2.13",
         install_hint: "install it with `pip install torch==2.13.0`",
         framework_libs: &["libtorch.so"],
+        env_defaults: &[],
     },
     BackendInfo {
         platform: Platform::TensorFlow,
@@ -45,6 +49,9 @@ pub const BACKENDS: &[BackendInfo] = &[
         framework: "TensorFlow 2.21",
         install_hint: "install it with `pip install tensorflow-cpu==2.21.0`",
         framework_libs: &["libtensorflow_framework.so.2", "libtensorflow_cc.so.2"],
+        // TF logs its start-up (oneDNN, CPU features, SavedModel reading)
+        // at INFO while loading; 2 keeps warnings of its own out too.
+        env_defaults: &[("TF_CPP_MIN_LOG_LEVEL", "2")],
     },
     BackendInfo {
         platform: Platform::Python,
@@ -52,6 +59,7 @@ pub const BACKENDS: &[BackendInfo] = &[
         framework: "a Python interpreter",
         install_hint: "install Python 3.11",
         framework_libs: &[],
+        env_defaults: &[],
     },
 ];
 
@@ -171,6 +179,13 @@ fn open(info: &BackendInfo) -> Result<&'static BackendVTable> {
         hint: info.install_hint.to_string(),
         detail,
     };
+    for (name, value) in info.env_defaults {
+        if std::env::var_os(name).is_none() {
+            // Runs once per platform, under the registry lock, before the
+            // framework starts threads of its own.
+            std::env::set_var(name, value);
+        }
+    }
     preload_framework(info).map_err(framework_missing)?;
     // SAFETY: opening a library runs its initialisers; backend libraries
     // are ours. They are never closed: models and tensors they made may
