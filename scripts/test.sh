@@ -11,8 +11,10 @@ package_dir() {
 TORCH_DIR="$(package_dir torch)"
 TF_DIR="$(package_dir tensorflow)"
 # Rust test binaries and examples link the frameworks but have no rpath to
-# them; LIBTORCH / NEUROPODS_TENSORFLOW_DIR also let the core preload them.
-export LIBTORCH="$TORCH_DIR"
+# them; NEUROPODS_LIBTORCH_DIR / NEUROPODS_TENSORFLOW_DIR also let the core
+# preload them. (Not LIBTORCH: torch-sys's build script watches it, and
+# setting it here would rebuild torch-sys on every run.)
+export NEUROPODS_LIBTORCH_DIR="$TORCH_DIR/lib"
 export NEUROPODS_TENSORFLOW_DIR="$TF_DIR"
 export LD_LIBRARY_PATH="$TORCH_DIR/lib:$TF_DIR${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 cargo test --release --workspace --exclude neuropods-py

@@ -1,0 +1,99 @@
+"""Packaging TensorFlow graphs, SavedModels and Keras models."""
+
+import json
+import os
+import shutil
+from typing import Any, Mapping, Optional, Sequence
+
+from ._common import SpecEntry, copy_custom_ops, package_folder, self_test, write_config
+
+
+def _write_backend_config(folder: str, config: Mapping[str, Any]) -> None:
+    with open(os.path.join(folder, "0", "config.json"), "w") as f:
+        json.dump(dict(config), f, indent=2)
+
+
+def create_tensorflow_neuropod(
+    neuropod_path: "os.PathLike[str] | str",
+    model_name: str,
+    input_spec: Sequence[SpecEntry],
+    output_spec: Sequence[SpecEntry],
+    node_name_mapping: Optional[Mapping[str, str]] = None,
+    frozen_graph_path: Optional[str] = None,
+    graph_def: Any = None,
+    saved_model_dir: Optional[str] = None,
+    trackable_obj: Any = None,
+    init_op_names: Sequence[str] = (),
+    signature_name: str = "serving_default",
+    test_input_data: Optional[Mapping[str, Any]] = None,
+    test_expected_out: Optional[Mapping[str, Any]] = None,
+    package_as_zip: bool = False,
+    input_tensor_device: Optional[Mapping[str, str]] = None,
+    default_input_tensor_device: str = "GPU",
+    custom_ops: Sequence[str] = (),
+    platform_version_semver: str = "*",
+) -> None:
+    """Packages a TensorFlow model from exactly one source: a frozen graph
+    file (``frozen_graph_path``), a ``GraphDef`` (``graph_def``), a SavedModel
+    folder (``saved_model_dir``) or an object to save as one
+    (``trackable_obj``, saved with ``tf.saved_model.save``).
+
+    Graphs need ``node_name_mapping`` (spec name -> ``"op:index"``); for
+    SavedModels the spec names are the signature's keys and a mapping is
+    refused. With ``test_input_data`` the package is loaded and run once and
+    checked against ``test_expected_out``.
+    """
+    sources = {
+        "frozen_graph_path": frozen_graph_path,
+        "graph_def": graph_def,
+        "saved_model_dir": saved_model_dir,
+        "trackable_obj": trackable_obj,
+    }
+    given = [name for name, value in sources.items() if value is not None]
+    if len(given) != 1:
+        raise ValueError(f"give exactly one model source of {sorted(sources)}; got {given or 'none'}")
+    is_graph = given[0] in ("frozen_graph_path", "graph_def")
+    if is_graph and not node_name_mapping:
+        raise ValueError(f"{given[0]} needs node_name_mapping (spec name -> 'op:index')")
+    if not is_graph and node_name_mapping:
+        raise ValueError(
+            "node_name_mapping is for graphs only: a SavedModel's spec names are its signature's keys"
+        )
+    if is_graph:
+        names = {entry["name"] for entry in [*input_spec, *output_spec]}
+        missing = sorted(names - set(node_name_mapping))
+        if missing:
+            raise ValueError(f"node_name_mapping has no entry for {missing}")
+
+    with package_folder(neuropod_path, package_as_zip) as folder:
+        write_config(
+            folder,
+            name=model_name,
+            platform="tensorflow",
+            input_spec=input_spec,
+            output_spec=output_spec,
+            input_tensor_device=input_tensor_device,
+            default_input_tensor_device=default_input_tensor_device,
+            custom_ops=copy_custom_ops(folder, custom_ops),
+            platform_version_semver=platform_version_semver,
+        )
+        data = os.path.join(folder, "0", "data")
+        if frozen_graph_path is not None:
+            shutil.copy(os.fspath(frozen_graph_path), os.path.join(data, "model.pb"))
+        elif graph_def is not None:
+            with open(os.path.join(data, "model.pb"), "wb") as f:
+                f.write(graph_def.SerializeToString())
+        elif saved_model_dir is not None:
+            shutil.copytree(os.fspath(saved_model_dir), os.path.join(data, "savedmodel"))
+        else:
+            import tensorflow as tf
+
+            tf.saved_model.save(trackable_obj, os.path.join(data, "savedmodel"))
+        if is_graph:
+            _write_backend_config(
+                folder,
+                {"node_name_mapping": dict(node_name_mapping), "init_op_names": list(init_op_names)},
+            )
+        else:
+            _write_backend_config(folder, {"signature_name": signature_name})
+    self_test(neuropod_path, test_input_data, test_expected_out)

@@ -1,0 +1,154 @@
+"""TensorFlow models made by TF in fixtures, packaged with
+create_tensorflow_neuropod and run through the same API as TorchScript."""
+
+import concurrent.futures
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import neuropods_native
+from neuropods.loader import load_neuropod
+from neuropods.packagers import create_tensorflow_neuropod
+
+ADD_SPEC_IN = [
+    {"name": "x", "dtype": "float32", "shape": ("n",)},
+    {"name": "y", "dtype": "float32", "shape": ("n",)},
+]
+ADD_SPEC_OUT = [{"name": "out", "dtype": "float32", "shape": ("n",)}]
+ADD_MAPPING = {"x": "some_namespace/in_x:0", "y": "some_namespace/in_y:0", "out": "some_namespace/out:0"}
+
+
+def addition_graph_def():
+    g = tf.Graph()
+    with g.as_default():
+        with tf.compat.v1.name_scope("some_namespace"):
+            x = tf.compat.v1.placeholder(tf.float32, [None], name="in_x")
+            y = tf.compat.v1.placeholder(tf.float32, [None], name="in_y")
+            tf.add(x, y, name="out")
+    return g.as_graph_def()
+
+
+class Scaler(tf.Module):
+    """Variables, a string input, outputs of two dtypes."""
+
+    def __init__(self):
+        self.w = tf.Variable([1.5, -2.0, 4.0])
+
+    @tf.function(input_signature=[tf.TensorSpec([3], tf.float32), tf.TensorSpec([None], tf.string)])
+    def __call__(self, a, s):
+        return {"scaled": a * self.w, "lengths": tf.strings.length(s)}
+
+
+SCALER_IN = [{"name": "a", "dtype": "float32", "shape": (3,)}, {"name": "s", "dtype": "string", "shape": (None,)}]
+SCALER_OUT = [{"name": "scaled", "dtype": "float32", "shape": (3,)}, {"name": "lengths", "dtype": "int32", "shape": (None,)}]
+
+
+@pytest.fixture(scope="module")
+def frozen_graph_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tf") / "frozen.pb"
+    path.write_bytes(addition_graph_def().SerializeToString())
+    return str(path)
+
+
+@pytest.mark.parametrize("as_zip", [False, True])
+def test_frozen_graph_file(tmp_path, frozen_graph_file, as_zip):
+    x = np.arange(5, dtype=np.float32)
+    path = tmp_path / ("add.zip" if as_zip else "add")
+    create_tensorflow_neuropod(
+        neuropod_path=path, model_name="addition", input_spec=ADD_SPEC_IN, output_spec=ADD_SPEC_OUT,
+        node_name_mapping=ADD_MAPPING, frozen_graph_path=frozen_graph_file, package_as_zip=as_zip,
+        test_input_data={"x": x, "y": x * 3}, test_expected_out={"out": x * 4},
+    )
+    with load_neuropod(path) as model:
+        assert model.platform == "tensorflow"
+        out = model.infer({"x": x, "y": np.ones(5, np.float32)})["out"]
+    np.testing.assert_array_equal(out, x + 1)
+
+
+def test_graph_def_and_spec_violation(tmp_path):
+    path = tmp_path / "add"
+    create_tensorflow_neuropod(
+        neuropod_path=path, model_name="addition", input_spec=ADD_SPEC_IN, output_spec=ADD_SPEC_OUT,
+        node_name_mapping=ADD_MAPPING, graph_def=addition_graph_def(),
+    )
+    with load_neuropod(path) as model:
+        with pytest.raises(neuropods_native.ShapeError, match="symbol 'n' = 2"):
+            model.infer({"x": np.ones(2, np.float32), "y": np.ones(3, np.float32)})
+        with pytest.raises(neuropods_native.DTypeError, match="input 'x': expected dtype float32, got float64"):
+            model.infer({"x": np.ones(2), "y": np.ones(2, np.float32)})
+
+
+def test_saved_model_with_variables_strings_and_two_dtypes(tmp_path):
+    module = Scaler()
+    a = np.array([2, 2, 0.5], np.float32)
+    s = np.array(["ab", "", "héllo"])
+    expected = module(tf.constant(a), tf.constant(s))
+    path = tmp_path / "scaler"
+    create_tensorflow_neuropod(
+        neuropod_path=path, model_name="scaler", input_spec=SCALER_IN, output_spec=SCALER_OUT,
+        trackable_obj=module, test_input_data={"a": a, "s": s},
+        test_expected_out={k: v.numpy() for k, v in expected.items()},
+    )
+    with load_neuropod(path, intra_op_threads=1, inter_op_threads=1) as model:
+        out = model.infer({"a": a, "s": np.array([v.encode() for v in s])})
+    np.testing.assert_array_equal(out["scaled"], expected["scaled"].numpy())
+    assert out["lengths"].dtype == np.int32
+    np.testing.assert_array_equal(out["lengths"], expected["lengths"].numpy())
+
+
+def test_saved_model_dir_and_unknown_signature_key(tmp_path):
+    module = Scaler()
+    saved = tmp_path / "exported"
+    tf.saved_model.save(module, str(saved), signatures=module.__call__)
+    create_tensorflow_neuropod(
+        neuropod_path=tmp_path / "ok", model_name="scaler", input_spec=SCALER_IN,
+        output_spec=SCALER_OUT, saved_model_dir=str(saved),
+    )
+    with load_neuropod(tmp_path / "ok") as model:
+        out = model.infer({"a": np.ones(3, np.float32), "s": np.array(["abc"])})
+    np.testing.assert_array_equal(out["scaled"], [1.5, -2.0, 4.0])
+    np.testing.assert_array_equal(out["lengths"], [3])
+    bad_out = [{"name": "nope", "dtype": "float32", "shape": (3,)}]
+    create_tensorflow_neuropod(
+        neuropod_path=tmp_path / "bad", model_name="scaler", input_spec=SCALER_IN,
+        output_spec=bad_out, saved_model_dir=str(saved),
+    )
+    with pytest.raises(neuropods_native.PackageError, match="output 'nope' is not in signature 'serving_default'"):
+        load_neuropod(tmp_path / "bad")
+
+
+def test_packager_refuses_ambiguous_sources(tmp_path, frozen_graph_file):
+    common = dict(model_name="m", input_spec=ADD_SPEC_IN, output_spec=ADD_SPEC_OUT)
+    with pytest.raises(ValueError, match="exactly one model source"):
+        create_tensorflow_neuropod(tmp_path / "a", frozen_graph_path=frozen_graph_file,
+                                   graph_def=addition_graph_def(), node_name_mapping=ADD_MAPPING, **common)
+    with pytest.raises(ValueError, match="needs node_name_mapping"):
+        create_tensorflow_neuropod(tmp_path / "b", frozen_graph_path=frozen_graph_file, **common)
+    with pytest.raises(ValueError, match="node_name_mapping is for graphs only"):
+        create_tensorflow_neuropod(tmp_path / "c", trackable_obj=Scaler(), node_name_mapping=ADD_MAPPING, **common)
+    with pytest.raises(ValueError, match=r"no entry for \['out'\]"):
+        create_tensorflow_neuropod(tmp_path / "d", graph_def=addition_graph_def(),
+                                   node_name_mapping={"x": "some_namespace/in_x", "y": "some_namespace/in_y"}, **common)
+    assert not any((tmp_path / n).exists() for n in "abcd")
+
+
+def test_torch_and_tf_models_alternate_across_threads(tmp_path, addition_package):
+    create_tensorflow_neuropod(
+        neuropod_path=tmp_path / "tfadd", model_name="addition", input_spec=ADD_SPEC_IN,
+        output_spec=ADD_SPEC_OUT, node_name_mapping=ADD_MAPPING, graph_def=addition_graph_def(),
+    )
+    tf_model = load_neuropod(tmp_path / "tfadd")
+    torch_model = load_neuropod(addition_package)
+
+    def work(i):
+        x = np.full(3, i, np.float32)
+        for model in (tf_model, torch_model) * 25:
+            np.testing.assert_array_equal(model.infer({"x": x, "y": x})["out"], x * 2)
+        return i
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        assert sorted(pool.map(work, range(8))) == list(range(8))
