@@ -12,7 +12,7 @@ import tensorflow as tf
 
 import neuropods_native
 from neuropods.loader import load_neuropod
-from neuropods.packagers import create_tensorflow_neuropod
+from neuropods.packagers import create_keras_neuropod, create_tensorflow_neuropod
 
 ADD_SPEC_IN = [
     {"name": "x", "dtype": "float32", "shape": ("n",)},
@@ -152,3 +152,45 @@ def test_torch_and_tf_models_alternate_across_threads(tmp_path, addition_package
 
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         assert sorted(pool.map(work, range(8))) == list(range(8))
+
+
+def test_keras_functional_model_matches_predict(tmp_path):
+    import keras
+
+    keras.utils.set_random_seed(0)
+    features = keras.Input((3,), name="features")
+    extra = keras.Input((2,), name="extra")
+    hidden = keras.layers.Dense(8, activation="relu")(keras.layers.Concatenate()([features, extra]))
+    model = keras.Model(
+        [features, extra],
+        [keras.layers.Dense(2, name="logits")(hidden), keras.layers.Dense(1, name="score")(hidden)],
+    )
+    rng = np.random.default_rng(0)
+    inputs = {"features": rng.normal(size=(4, 3)).astype(np.float32),
+              "extra": rng.normal(size=(4, 2)).astype(np.float32)}
+    logits, score = model.predict([inputs["features"], inputs["extra"]], verbose=0)
+    path = tmp_path / "keras"
+    create_keras_neuropod(path, "keras_model", model, test_input_data=inputs,
+                          test_expected_out={"logits": logits, "score": score})
+    with load_neuropod(path) as loaded:
+        assert [s["name"] for s in loaded.inputs] == ["extra", "features"]
+        assert loaded.outputs == [
+            {"name": "logits", "dtype": "float32", "shape": ["batch_size", 2]},
+            {"name": "score", "dtype": "float32", "shape": ["batch_size", 1]},
+        ]
+        out = loaded.infer(inputs)
+    np.testing.assert_allclose(out["logits"], logits, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out["score"], score, rtol=1e-5, atol=1e-6)
+
+
+def test_keras_sequential_model(tmp_path):
+    import keras
+
+    keras.utils.set_random_seed(1)
+    model = keras.Sequential([keras.Input((3,), name="x"), keras.layers.Dense(2)])
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    expected = model.predict(x, verbose=0)
+    create_keras_neuropod(tmp_path / "seq", "seq", model)
+    with load_neuropod(tmp_path / "seq") as loaded:
+        (name,) = [s["name"] for s in loaded.outputs]
+        np.testing.assert_allclose(loaded.infer({"x": x})[name], expected, rtol=1e-5, atol=1e-6)

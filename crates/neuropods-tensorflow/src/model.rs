@@ -124,10 +124,20 @@ fn load_saved_model(
             format!("the SavedModel has no signature '{signature_name}' (it has: {known:?})"),
         )
     })?;
+    // Spec names are the signature's keys, unless `signature_keys` renames
+    // them (the Keras packager names outputs after the model's layers, while
+    // Keras exports them as output_0, output_1...).
+    let renamed = backend_config
+        .get("signature_keys")
+        .and_then(Value::as_object);
     let resolve = |names: Vec<&str>, keys: &HashMap<String, tensorflow::TensorInfo>, what: &str| {
         names
             .into_iter()
-            .map(|name| {
+            .map(|spec_name| {
+                let name = renamed
+                    .and_then(|r| r.get(spec_name))
+                    .and_then(Value::as_str)
+                    .unwrap_or(spec_name);
                 let info = keys.get(name).ok_or_else(|| {
                     let mut known: Vec<&String> = keys.keys().collect();
                     known.sort();
@@ -137,7 +147,7 @@ fn load_saved_model(
                     )
                 })?;
                 let node = format!("{}:{}", info.name().name, info.name().index);
-                Ok((name.to_string(), endpoint(&graph, root, name, &node)?))
+                Ok((spec_name.to_string(), endpoint(&graph, root, spec_name, &node)?))
             })
             .collect::<Result<Vec<_>>>()
     };

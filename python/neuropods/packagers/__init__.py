@@ -3,7 +3,7 @@
 Each packager imports its framework only when called.
 """
 
-from .tensorflow import create_tensorflow_neuropod
+from .tensorflow import create_keras_neuropod, create_tensorflow_neuropod
 from .torchscript import create_torchscript_neuropod
 
-__all__ = ["create_tensorflow_neuropod", "create_torchscript_neuropod"]
+__all__ = ["create_keras_neuropod", "create_tensorflow_neuropod", "create_torchscript_neuropod"]

@@ -97,3 +97,72 @@ def create_tensorflow_neuropod(
         else:
             _write_backend_config(folder, {"signature_name": signature_name})
     self_test(neuropod_path, test_input_data, test_expected_out)
+
+
+def _spec_from_tensor_spec(name: str, spec: Any) -> dict:
+    dims = list(spec.shape.as_list()) if spec.shape.rank is not None else []
+    shape = ["batch_size" if i == 0 and d is None else d for i, d in enumerate(dims)]
+    dtype = "string" if spec.dtype.name == "string" else spec.dtype.name
+    return {"name": name, "dtype": dtype, "shape": tuple(shape)}
+
+
+def create_keras_neuropod(
+    neuropod_path: "os.PathLike[str] | str",
+    model_name: str,
+    model: Any,
+    input_spec: Optional[Sequence[SpecEntry]] = None,
+    output_spec: Optional[Sequence[SpecEntry]] = None,
+    test_input_data: Optional[Mapping[str, Any]] = None,
+    test_expected_out: Optional[Mapping[str, Any]] = None,
+    package_as_zip: bool = False,
+    input_tensor_device: Optional[Mapping[str, str]] = None,
+    default_input_tensor_device: str = "GPU",
+    custom_ops: Sequence[str] = (),
+    platform_version_semver: str = "*",
+) -> None:
+    """Packages a Keras 3 model (TensorFlow backend) as a SavedModel.
+
+    Specs not given are read from the exported serving signature: inputs are
+    named after the model's ``Input`` layers, outputs after its output
+    layers (``model.output_names``) where Keras has them, else the
+    signature's ``output_0``, ``output_1``...; a first dim of any size
+    becomes the ``batch_size`` symbol.
+    """
+    import tempfile
+
+    import tensorflow as tf
+
+    with tempfile.TemporaryDirectory(prefix=".keras-export-") as work:
+        exported = os.path.join(work, "savedmodel")
+        model.export(exported, format="tf_saved_model", verbose=False)
+        signature = tf.saved_model.load(exported).signatures["serving_default"]
+        input_keys = dict(signature.structured_input_signature[1])
+        output_keys = dict(signature.structured_outputs)
+        # Keras exports outputs as output_0, output_1... in model order.
+        ordered = sorted(output_keys, key=lambda k: int(k.rsplit("_", 1)[-1]) if k.rsplit("_", 1)[-1].isdigit() else k)
+        layer_names = list(getattr(model, "output_names", None) or [])
+        names = layer_names if len(layer_names) == len(ordered) else ordered
+        renamed = {name: key for name, key in zip(names, ordered) if name != key}
+        if input_spec is None:
+            input_spec = [_spec_from_tensor_spec(k, v) for k, v in sorted(input_keys.items())]
+        if output_spec is None:
+            output_spec = [_spec_from_tensor_spec(n, output_keys[k]) for n, k in zip(names, ordered)]
+
+        with package_folder(neuropod_path, package_as_zip) as folder:
+            write_config(
+                folder,
+                name=model_name,
+                platform="tensorflow",
+                input_spec=input_spec,
+                output_spec=output_spec,
+                input_tensor_device=input_tensor_device,
+                default_input_tensor_device=default_input_tensor_device,
+                custom_ops=copy_custom_ops(folder, custom_ops),
+                platform_version_semver=platform_version_semver,
+            )
+            shutil.copytree(exported, os.path.join(folder, "0", "data", "savedmodel"))
+            backend = {"signature_name": "serving_default"}
+            if renamed:
+                backend["signature_keys"] = renamed
+            _write_backend_config(folder, backend)
+    self_test(neuropod_path, test_input_data, test_expected_out)
