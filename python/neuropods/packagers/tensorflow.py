@@ -99,6 +99,12 @@ def create_tensorflow_neuropod(
     self_test(neuropod_path, test_input_data, test_expected_out)
 
 
+def _output_index(key: str) -> "tuple[int, str]":
+    """Sort key putting output_2 before output_10."""
+    suffix = key.rsplit("_", 1)[-1]
+    return (int(suffix), key) if suffix.isdigit() else (-1, key)
+
+
 def _spec_from_tensor_spec(name: str, spec: Any) -> dict:
     dims = list(spec.shape.as_list()) if spec.shape.rank is not None else []
     shape = ["batch_size" if i == 0 and d is None else d for i, d in enumerate(dims)]
@@ -139,7 +145,7 @@ def create_keras_neuropod(
         input_keys = dict(signature.structured_input_signature[1])
         output_keys = dict(signature.structured_outputs)
         # Keras exports outputs as output_0, output_1... in model order.
-        ordered = sorted(output_keys, key=lambda k: int(k.rsplit("_", 1)[-1]) if k.rsplit("_", 1)[-1].isdigit() else k)
+        ordered = sorted(output_keys, key=_output_index)
         layer_names = list(getattr(model, "output_names", None) or [])
         names = layer_names if len(layer_names) == len(ordered) else ordered
         renamed = {name: key for name, key in zip(names, ordered) if name != key}
