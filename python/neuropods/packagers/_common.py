@@ -102,6 +102,38 @@ def write_config(
         f.write(text)
 
 
+@contextlib.contextmanager
+def new_package(
+    neuropod_path: "os.PathLike[str] | str",
+    *,
+    name: str,
+    platform: str,
+    input_spec: Sequence[SpecEntry],
+    output_spec: Sequence[SpecEntry],
+    package_as_zip: bool = False,
+    input_tensor_device: Optional[Mapping[str, str]] = None,
+    default_input_tensor_device: str = "GPU",
+    custom_ops: Sequence[str] = (),
+    platform_version_semver: str = "*",
+) -> Iterator[str]:
+    """What every packager starts with: a package folder with config.json
+    (specs checked before the model is written) and the custom ops in
+    place. Yields the folder for the model's files; see `package_folder`."""
+    with package_folder(neuropod_path, package_as_zip) as folder:
+        write_config(
+            folder,
+            name=name,
+            platform=platform,
+            input_spec=input_spec,
+            output_spec=output_spec,
+            input_tensor_device=input_tensor_device,
+            default_input_tensor_device=default_input_tensor_device,
+            custom_ops=copy_custom_ops(folder, custom_ops),
+            platform_version_semver=platform_version_semver,
+        )
+        yield folder
+
+
 def copy_custom_ops(folder: str, custom_ops: Sequence[str]) -> List[str]:
     """Copies custom op libraries into 0/ops/; returns their file names."""
     names = []

@@ -5,7 +5,7 @@ import os
 import shutil
 from typing import Any, Mapping, Optional, Sequence
 
-from ._common import SpecEntry, copy_custom_ops, package_folder, self_test, write_config
+from ._common import SpecEntry, new_package, self_test
 
 
 def _write_backend_config(folder: str, config: Mapping[str, Any]) -> None:
@@ -65,18 +65,18 @@ def create_tensorflow_neuropod(
         if missing:
             raise ValueError(f"node_name_mapping has no entry for {missing}")
 
-    with package_folder(neuropod_path, package_as_zip) as folder:
-        write_config(
-            folder,
-            name=model_name,
-            platform="tensorflow",
-            input_spec=input_spec,
-            output_spec=output_spec,
-            input_tensor_device=input_tensor_device,
-            default_input_tensor_device=default_input_tensor_device,
-            custom_ops=copy_custom_ops(folder, custom_ops),
-            platform_version_semver=platform_version_semver,
-        )
+    with new_package(
+        neuropod_path,
+        name=model_name,
+        platform="tensorflow",
+        input_spec=input_spec,
+        output_spec=output_spec,
+        package_as_zip=package_as_zip,
+        input_tensor_device=input_tensor_device,
+        default_input_tensor_device=default_input_tensor_device,
+        custom_ops=custom_ops,
+        platform_version_semver=platform_version_semver,
+    ) as folder:
         data = os.path.join(folder, "0", "data")
         if frozen_graph_path is not None:
             shutil.copy(os.fspath(frozen_graph_path), os.path.join(data, "model.pb"))
@@ -154,18 +154,18 @@ def create_keras_neuropod(
         if output_spec is None:
             output_spec = [_spec_from_tensor_spec(n, output_keys[k]) for n, k in zip(names, ordered)]
 
-        with package_folder(neuropod_path, package_as_zip) as folder:
-            write_config(
-                folder,
-                name=model_name,
-                platform="tensorflow",
-                input_spec=input_spec,
-                output_spec=output_spec,
-                input_tensor_device=input_tensor_device,
-                default_input_tensor_device=default_input_tensor_device,
-                custom_ops=copy_custom_ops(folder, custom_ops),
-                platform_version_semver=platform_version_semver,
-            )
+        with new_package(
+            neuropod_path,
+            name=model_name,
+            platform="tensorflow",
+            input_spec=input_spec,
+            output_spec=output_spec,
+            package_as_zip=package_as_zip,
+            input_tensor_device=input_tensor_device,
+            default_input_tensor_device=default_input_tensor_device,
+            custom_ops=custom_ops,
+            platform_version_semver=platform_version_semver,
+        ) as folder:
             shutil.copytree(exported, os.path.join(folder, "0", "data", "savedmodel"))
             backend = {"signature_name": "serving_default"}
             if renamed:

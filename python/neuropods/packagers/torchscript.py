@@ -5,7 +5,7 @@ import shutil
 import warnings
 from typing import Any, Mapping, Optional, Sequence
 
-from ._common import SpecEntry, copy_custom_ops, package_folder, self_test, write_config
+from ._common import SpecEntry, new_package, self_test
 
 
 def create_torchscript_neuropod(
@@ -32,19 +32,18 @@ def create_torchscript_neuropod(
     """
     if (module is None) == (module_path is None):
         raise ValueError("give exactly one of module and module_path")
-    with package_folder(neuropod_path, package_as_zip) as folder:
-        # The config first: it checks the specs before the model is saved.
-        write_config(
-            folder,
-            name=model_name,
-            platform="torchscript",
-            input_spec=input_spec,
-            output_spec=output_spec,
-            input_tensor_device=input_tensor_device,
-            default_input_tensor_device=default_input_tensor_device,
-            custom_ops=copy_custom_ops(folder, custom_ops),
-            platform_version_semver=platform_version_semver,
-        )
+    with new_package(
+        neuropod_path,
+        name=model_name,
+        platform="torchscript",
+        input_spec=input_spec,
+        output_spec=output_spec,
+        package_as_zip=package_as_zip,
+        input_tensor_device=input_tensor_device,
+        default_input_tensor_device=default_input_tensor_device,
+        custom_ops=custom_ops,
+        platform_version_semver=platform_version_semver,
+    ) as folder:
         model_file = os.path.join(folder, "0", "data", "model.pt")
         if module is not None:
             import torch
