@@ -194,3 +194,69 @@ def test_keras_sequential_model(tmp_path):
     with load_neuropod(tmp_path / "seq") as loaded:
         (name,) = [s["name"] for s in loaded.outputs]
         np.testing.assert_allclose(loaded.infer({"x": x})[name], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_strings_bool_and_float16_through_a_frozen_graph(tmp_path):
+    g = tf.Graph()
+    with g.as_default():
+        words = tf.compat.v1.placeholder(tf.string, [None], name="words")
+        flags = tf.compat.v1.placeholder(tf.bool, [None], name="flags")
+        halves = tf.compat.v1.placeholder(tf.float16, [None], name="halves")
+        tf.strings.join([words, tf.constant("!")], name="shout")
+        tf.logical_not(flags, name="negated")
+        tf.multiply(halves, tf.constant(2, tf.float16), name="doubled")
+    names = ["words", "flags", "halves", "shout", "negated", "doubled"]
+    dtypes = ["string", "bool", "float16", "string", "bool", "float16"]
+    specs = [{"name": n, "dtype": d, "shape": ("n",)} for n, d in zip(names, dtypes)]
+    create_tensorflow_neuropod(
+        neuropod_path=tmp_path / "types", model_name="types", input_spec=specs[:3], output_spec=specs[3:],
+        node_name_mapping={n: f"{n}:0" for n in names}, graph_def=g.as_graph_def(),
+    )
+    with load_neuropod(tmp_path / "types") as model:
+        out = model.infer({
+            "words": np.array(["héllo", ""]),
+            "flags": np.array([True, False]),
+            "halves": np.array([1.5, -0.25], np.float16),
+        })
+    assert out["shout"].dtype.kind == "U"
+    assert out["shout"].tolist() == ["héllo!", "!"]
+    assert out["negated"].tolist() == [False, True]
+    assert out["doubled"].dtype == np.float16 and out["doubled"].tolist() == [3.0, -0.5]
+
+
+def test_many_inputs(tmp_path):
+    count = 100
+    g = tf.Graph()
+    with g.as_default():
+        inputs = [tf.compat.v1.placeholder(tf.float32, [2], name=f"in_{i}") for i in range(count)]
+        tf.add_n(inputs, name="total")
+    specs = [{"name": f"x{i}", "dtype": "float32", "shape": (2,)} for i in range(count)]
+    mapping = {f"x{i}": f"in_{i}:0" for i in range(count)}
+    mapping["total"] = "total:0"
+    create_tensorflow_neuropod(
+        neuropod_path=tmp_path / "many", model_name="many", input_spec=specs,
+        output_spec=[{"name": "total", "dtype": "float32", "shape": (2,)}],
+        node_name_mapping=mapping, graph_def=g.as_graph_def(),
+    )
+    feed = {f"x{i}": np.array([i, -2 * i], np.float32) for i in range(count)}
+    with load_neuropod(tmp_path / "many") as model:
+        total = model.infer(feed)["total"]
+    np.testing.assert_array_equal(total, sum(feed.values()))
+
+
+def test_running_a_torch_model_does_not_load_tensorflow(addition_package):
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np\n"
+        "from neuropods.loader import load_neuropod\n"
+        f"m = load_neuropod({str(addition_package)!r})\n"
+        "x = np.ones(3, np.float32)\n"
+        "assert m.infer({'x': x, 'y': x})['out'].tolist() == [2, 2, 2]\n"
+        "maps = open('/proc/self/maps').read()\n"
+        "print('libtensorflow' in maps, 'libtorch_cpu' in maps)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "True"]
