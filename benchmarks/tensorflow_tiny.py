@@ -3,6 +3,11 @@ through Neuropods vs TF's own Python API on the same graph
 (`tf.compat.v1.Session.run`) and on the same model as a SavedModel
 (`signatures["serving_default"]`). Interleaved; prints medians and ratios.
 
+Two thread settings, the same on both sides: TF's defaults, and ops on the
+calling thread (neuropods `inter_op_threads=0`, TF
+`inter_op_parallelism_threads=-1`), which saves a thread hand-off per call.
+A SavedModel signature call runs eagerly and has no such session setting.
+
     python benchmarks/tensorflow_tiny.py [rounds] [calls_per_round]
 """
 
@@ -42,19 +47,21 @@ def main() -> None:
         output_spec=[{"name": "out", "dtype": "float32", "shape": ("n",)}],
         node_name_mapping={"x": "x:0", "y": "y:0", "out": "out:0"}, graph_def=graph.as_graph_def(),
     )
-    model = load_neuropod(work + "/graph", intra_op_threads=1, inter_op_threads=1)
-    config = tf.compat.v1.ConfigProto(intra_op_parallelism_threads=1, inter_op_parallelism_threads=1)
-    session = tf.compat.v1.Session(graph=graph, config=config)
+    model = load_neuropod(work + "/graph")
+    model_caller_thread = load_neuropod(work + "/graph", inter_op_threads=0)
+    session = tf.compat.v1.Session(graph=graph)
+    config = tf.compat.v1.ConfigProto(inter_op_parallelism_threads=-1)
+    session_caller_thread = tf.compat.v1.Session(graph=graph, config=config)
     module = Addition()
     tf.saved_model.save(module, work + "/saved", signatures=module.__call__)
     signature = tf.saved_model.load(work + "/saved").signatures["serving_default"]
     x = np.arange(4, dtype=np.float32)
 
-    def neuropods(n):
+    def neuropods(n, model=model):
         for _ in range(n):
             model.infer({"x": x, "y": x})
 
-    def session_run(n):
+    def session_run(n, session=session):
         for _ in range(n):
             session.run(out, feed_dict={x_in: x, y_in: x})
 
@@ -62,7 +69,13 @@ def main() -> None:
         for _ in range(n):
             signature(x=tf.constant(x), y=tf.constant(x))["out"].numpy()
 
-    sides = {"neuropods": neuropods, "tf Session.run": session_run, "tf SavedModel signature": saved_model}
+    sides = {
+        "neuropods": neuropods,
+        "tf Session.run": session_run,
+        "tf SavedModel signature": saved_model,
+        "neuropods, calling thread": lambda n: neuropods(n, model_caller_thread),
+        "tf Session.run, calling thread": lambda n: session_run(n, session_caller_thread),
+    }
     times = {name: [] for name in sides}
     for run in sides.values():
         run(calls)
@@ -73,9 +86,15 @@ def main() -> None:
             times[name].append((time.perf_counter() - start) / calls * 1e6)
     medians = {name: statistics.median(samples) for name, samples in times.items()}
     for name, samples in times.items():
-        print(f"{name:26s} median {medians[name]:7.2f} us/call (min {min(samples):.2f}, max {max(samples):.2f})")
-    for name in ("tf Session.run", "tf SavedModel signature"):
-        print(f"{name} / neuropods: {medians[name] / medians['neuropods']:.1f}x")
+        print(f"{name:32s} median {medians[name]:7.2f} us/call (min {min(samples):.2f}, max {max(samples):.2f})")
+    ratios = [
+        ("tf Session.run", "neuropods"),
+        ("tf SavedModel signature", "neuropods"),
+        ("tf Session.run, calling thread", "neuropods, calling thread"),
+        ("tf SavedModel signature", "neuropods, calling thread"),
+    ]
+    for theirs, ours in ratios:
+        print(f"{theirs} / {ours}: {medians[theirs] / medians[ours]:.1f}x")
 
 
 if __name__ == "__main__":

@@ -260,3 +260,146 @@ def test_running_a_torch_model_does_not_load_tensorflow(addition_package):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["False", "True"]
+
+
+def test_keras_dict_inputs_and_outputs_keep_their_keys(tmp_path):
+    import keras
+
+    keras.utils.set_random_seed(2)
+    a = keras.Input((3,), name="a")
+    b = keras.Input((2,), name="b")
+    hidden = keras.layers.Dense(4)(keras.layers.Concatenate()([a, b]))
+    model = keras.Model(
+        inputs={"a": a, "b": b},
+        outputs={
+            "prob": keras.layers.Dense(1, activation="sigmoid", name="p_layer")(hidden),
+            "emb": keras.layers.Dense(2, name="e_layer")(hidden),
+        },
+    )
+    rng = np.random.default_rng(2)
+    inputs = {"a": rng.normal(size=(5, 3)).astype(np.float32), "b": rng.normal(size=(5, 2)).astype(np.float32)}
+    expected = model.predict(inputs, verbose=0)
+    create_keras_neuropod(tmp_path / "dict", "dict_model", model, test_input_data=inputs, test_expected_out=expected)
+    with load_neuropod(tmp_path / "dict") as loaded:
+        assert [s["name"] for s in loaded.outputs] == ["emb", "prob"]
+        out = loaded.infer(inputs)
+    assert sorted(out) == ["emb", "prob"]
+    for key in expected:
+        np.testing.assert_allclose(out[key], expected[key], rtol=1e-5, atol=1e-6)
+
+
+def identity_package(path, outputs=("same", "double")):
+    """x -> same (TF's Identity: the fed buffer itself) and double (2x)."""
+    g = tf.Graph()
+    with g.as_default():
+        x = tf.compat.v1.placeholder(tf.float32, [None], name="x")
+        tf.identity(x, name="same")
+        tf.multiply(x, 2, name="double")
+    create_tensorflow_neuropod(
+        neuropod_path=path, model_name="identity",
+        input_spec=[{"name": "x", "dtype": "float32", "shape": ("n",)}],
+        output_spec=[{"name": name, "dtype": "float32", "shape": ("n",)} for name in outputs],
+        node_name_mapping={"x": "x", "same": "same", "double": "double"}, graph_def=g.as_graph_def(),
+    )
+    return path
+
+
+def aligned_array(n, dtype=np.float32, align=64):
+    """A writable array whose data starts on an `align`-byte boundary."""
+    raw = np.empty(n * np.dtype(dtype).itemsize + align, np.uint8)
+    offset = -raw.ctypes.data % align
+    return raw[offset:offset + n * np.dtype(dtype).itemsize].view(dtype)
+
+
+@pytest.mark.parametrize("aligned", [True, False])
+def test_an_output_that_is_the_fed_input_is_copied(tmp_path, aligned):
+    # TF's Identity hands back the fed buffer itself; with aligned inputs
+    # that buffer is the caller's array, lent only for the call.
+    x = aligned_array(1000) if aligned else np.arange(1001, dtype=np.float32)[1:]
+    x[:] = np.arange(1000)
+    with load_neuropod(identity_package(tmp_path / "id")) as model:
+        out = model.infer({"x": x})
+    assert not np.shares_memory(out["same"], x)
+    x[:] = -1
+    np.testing.assert_array_equal(out["same"], np.arange(1000, dtype=np.float32))
+    np.testing.assert_array_equal(out["double"], np.arange(1000, dtype=np.float32) * 2)
+
+
+@pytest.mark.parametrize("offset", [0, 4])
+def test_aligned_inputs_and_outputs_are_not_copied(tmp_path, offset):
+    # Peak RSS of a fresh process: feeding a 128 MB input and receiving a
+    # 128 MB output adds the output once (TF allocates it); a copy of either
+    # on the way adds another 128 MB. TF copies inputs that are not 64-byte
+    # aligned (offset 4) itself, which shows that the measure can tell.
+    import subprocess
+    import sys
+
+    package = identity_package(tmp_path / "id", outputs=("double",))
+    # VmHWM, not ru_maxrss: the latter carries the parent's peak over exec.
+    code = f"""
+import numpy as np
+from neuropods.loader import load_neuropod
+n = 32 * 1024 * 1024
+raw = np.empty(n * 4 + 64, np.uint8)
+offset = -raw.ctypes.data % 64 + {offset}
+x = raw[offset:offset + n * 4].view(np.float32)
+x[:] = 1.5
+model = load_neuropod({str(package)!r})
+model.infer({{"x": x[:16]}})
+def peak_mb():
+    status = open("/proc/self/status").read()
+    return int(status.split("VmHWM:")[1].split()[0]) / 1024
+before = peak_mb()
+out = model.infer({{"x": x}})["double"]
+assert out[0] == 3.0 and out[-1] == 3.0
+print(peak_mb() - before)
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    growth_mb = float(result.stdout.split()[-1])
+    if offset == 0:
+        assert growth_mb < 128 + 64, f"peak RSS grew by {growth_mb:.0f} MB"
+    else:
+        assert growth_mb > 2 * 128 - 32, f"peak RSS grew by {growth_mb:.0f} MB only"
+
+
+def test_inter_op_threads_zero_runs_on_the_calling_thread(tmp_path):
+    x = np.arange(5, dtype=np.float32)
+    with load_neuropod(identity_package(tmp_path / "id"), intra_op_threads=1, inter_op_threads=0) as model:
+        np.testing.assert_array_equal(model.infer({"x": x})["double"], x * 2)
+    with pytest.raises(neuropods_native.InvalidOptionError, match="intra_op_threads"):
+        load_neuropod(tmp_path / "id", intra_op_threads=0)
+
+
+def test_visible_gpu_without_a_gpu_falls_back_with_a_warning(tmp_path, caplog):
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="neuropods"):
+        with load_neuropod(identity_package(tmp_path / "id"), visible_gpu=0) as model:
+            np.testing.assert_array_equal(model.infer({"x": np.ones(2, np.float32)})["double"], [2, 2])
+    messages = [r.getMessage() for r in caplog.records if r.name == "neuropods"]
+    assert any("visible_gpu=0" in m and "CPU" in m for m in messages), messages
+
+
+def test_startup_log_is_quiet_unless_the_user_asks(tmp_path):
+    # A process that never imported TF's Python package: the backend opens
+    # TF's libraries itself, which print INFO lines while initialising.
+    import subprocess
+    import sys
+
+    package = identity_package(tmp_path / "id")
+    code = (
+        "import numpy as np\n"
+        "from neuropods.loader import load_neuropod\n"
+        f"m = load_neuropod({str(package)!r})\n"
+        "print(m.infer({'x': np.ones(2, np.float32)})['double'].tolist())\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    quiet = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert quiet.returncode == 0, quiet.stderr
+    assert quiet.stdout.strip() == "[2.0, 2.0]"
+    assert quiet.stderr == ""
+    env["TF_CPP_MIN_LOG_LEVEL"] = "0"
+    verbose = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert verbose.returncode == 0, verbose.stderr
+    assert "I0000" in verbose.stderr

@@ -15,7 +15,8 @@ def load_neuropod(
 
     ``visible_gpu=None`` runs on the CPU; ``visible_gpu=i`` on GPU ``i`` when
     the framework sees it (otherwise the CPU, with a logged warning).
-    Options: ``intra_op_threads``, ``inter_op_threads``, ``verify_manifest``.
+    Options: ``intra_op_threads`` (>= 1), ``inter_op_threads`` (0: no
+    inter-op pool, ops run on the calling thread), ``verify_manifest``.
     The model is a context manager; ``infer({name: array})`` returns a dict
     of numpy arrays.
     """

@@ -42,6 +42,9 @@ pub enum Error {
     /// A tensor or argument given to the API is malformed (not a spec issue).
     #[error("invalid input: {0}")]
     InvalidInput(String),
+    /// A load option has a value it cannot take.
+    #[error("invalid option: {0}")]
+    InvalidOption(String),
     /// The backend library for a platform was not found next to Neuropods.
     #[error("no backend library for platform `{platform}`: looked for {library} in {searched}")]
     BackendNotFound {

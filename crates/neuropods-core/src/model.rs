@@ -32,6 +32,7 @@ pub struct Neuropod {
 impl Neuropod {
     /// Loads a package (a directory or a zip) into its platform's backend.
     pub fn load(path: impl AsRef<Path>, options: &LoadOptions) -> Result<Neuropod> {
+        options.backend.validate()?;
         let package = Package::open(path)?;
         if options.verify_manifest {
             package.verify_manifest()?;

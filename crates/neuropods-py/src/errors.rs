@@ -51,6 +51,7 @@ fn class_of(err: &Error) -> &'static str {
             _ => "ShapeError",
         },
         Error::InvalidInput(_) => "InvalidInputError",
+        Error::InvalidOption(_) => "InvalidOptionError",
         Error::BackendNotFound { .. } => "BackendNotFoundError",
         Error::FrameworkNotFound { .. } => "FrameworkNotFoundError",
         Error::Backend { .. } => "BackendError",

@@ -1,5 +1,6 @@
-//! The TensorFlow backend of Neuropods, on the `tensorflow` crate (the TF C
-//! API from the `tensorflow-cpu` wheel; see `scripts/tf-pkgconfig.sh`).
+//! The TensorFlow backend of Neuropods, on the TF C API (`tensorflow-sys`,
+//! the binding under the `tensorflow` crate) from the `tensorflow-cpu`
+//! wheel; see `scripts/tf-pkgconfig.sh`.
 //!
 //! Built as a shared library that the core opens the first time a
 //! tensorflow model is loaded. A package holds either a frozen GraphDef
@@ -8,11 +9,13 @@
 //! (`0/data/savedmodel/`, tag `serve`, signature `serving_default` unless
 //! `0/config.json` names `signature_name`).
 //!
-//! Inputs are copied into TF-allocated tensors (the crate feeds only its own
-//! tensors); outputs are handed on without a copy, kept alive by their TF
-//! tensor.
+//! Numeric inputs are handed to TF in place, and outputs are handed on
+//! without a copy, kept alive by their TF tensor.
 
+mod dtypes;
+mod ffi;
 mod model;
+mod proto;
 
 pub use model::TensorFlowBackend;
 

@@ -14,7 +14,7 @@ use std::sync::{Arc, OnceLock};
 
 use libloading::os::unix::{Library, RTLD_GLOBAL, RTLD_NOW};
 
-use neuropods_core::backend::plugin::{Backend, BackendModel, LoadContext};
+use neuropods_core::backend::plugin::{points_into_inputs, Backend, BackendModel, LoadContext};
 use neuropods_core::backend::registry::library_error;
 use neuropods_core::device::{input_device, model_device, Device};
 use neuropods_core::{Buffer, DType, Error, ModelConfig, Result, Tensor, TensorMap};
@@ -98,7 +98,8 @@ fn apply_threads(ctx: &LoadContext) {
     if let Some(n) = ctx.options.intra_op_threads {
         tch::set_num_threads(n as i32);
     }
-    if let Some(n) = ctx.options.inter_op_threads {
+    // 0 (no inter-op pool) is what libtorch does for a forward already.
+    if let Some(n) = ctx.options.inter_op_threads.filter(|&n| n > 0) {
         if let Err(e) = set_interop_threads(n as i32) {
             ctx.warn(format!(
                 "inter_op_threads={n} ignored: libtorch's inter-op pool is process-wide and already set ({e})"
@@ -283,15 +284,9 @@ impl TorchScriptModel {
             .map_err(backend_error)?;
         let shape: Vec<usize> = cpu.size().iter().map(|&d| d as usize).collect();
         let nbytes = cpu.numel() * dtype.item_size().unwrap_or(1);
-        let aliases_input = |ptr: usize| {
-            inputs.values().filter_map(Tensor::buffer).any(|b| {
-                let start = b.as_ptr() as usize;
-                ptr >= start && ptr < start + b.len().max(1)
-            })
-        };
         // A model that returns (a view of) an input would hand back memory
         // the caller owns; copy it so outputs never alias inputs.
-        if nbytes > 0 && aliases_input(cpu.data_ptr() as usize) {
+        if nbytes > 0 && points_into_inputs(inputs, cpu.data_ptr() as *const u8) {
             let mut copy = cpu.f_empty_like().map_err(backend_error)?;
             copy.f_copy_(&cpu).map_err(backend_error)?;
             cpu = copy;

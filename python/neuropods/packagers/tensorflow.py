@@ -99,10 +99,10 @@ def create_tensorflow_neuropod(
     self_test(neuropod_path, test_input_data, test_expected_out)
 
 
-def _output_index(key: str) -> "tuple[int, str]":
-    """Sort key putting output_2 before output_10."""
-    suffix = key.rsplit("_", 1)[-1]
-    return (int(suffix), key) if suffix.isdigit() else (-1, key)
+def _positional_index(key: str) -> Optional[int]:
+    """N for Keras's positional output keys ``output_N``, else None."""
+    prefix, _, suffix = key.rpartition("_")
+    return int(suffix) if prefix == "output" and suffix.isdigit() else None
 
 
 def _spec_from_tensor_spec(name: str, spec: Any) -> dict:
@@ -129,10 +129,11 @@ def create_keras_neuropod(
     """Packages a Keras 3 model (TensorFlow backend) as a SavedModel.
 
     Specs not given are read from the exported serving signature: inputs are
-    named after the model's ``Input`` layers, outputs after its output
-    layers (``model.output_names``) where Keras has them, else the
-    signature's ``output_0``, ``output_1``...; a first dim of any size
-    becomes the ``batch_size`` symbol.
+    named after the model's ``Input`` layers; outputs of a model returning a
+    dict keep its keys (as ``model.predict`` does); a list or single output
+    is named after its output layers (``model.output_names``) where Keras
+    has them, else the signature's ``output_0``, ``output_1``...; a first
+    dim of any size becomes the ``batch_size`` symbol.
     """
     import tempfile
 
@@ -144,10 +145,13 @@ def create_keras_neuropod(
         signature = tf.saved_model.load(exported).signatures["serving_default"]
         input_keys = dict(signature.structured_input_signature[1])
         output_keys = dict(signature.structured_outputs)
-        # Keras exports outputs as output_0, output_1... in model order.
-        ordered = sorted(output_keys, key=_output_index)
+        # Keras exports a list or single output as output_0, output_1... in
+        # model order, and a dict output under its own keys.
+        positions = {key: _positional_index(key) for key in output_keys}
+        ordered = sorted(output_keys, key=lambda k: (positions[k] or 0, k))
         layer_names = list(getattr(model, "output_names", None) or [])
-        names = layer_names if len(layer_names) == len(ordered) else ordered
+        positional = all(p is not None for p in positions.values())
+        names = layer_names if positional and len(layer_names) == len(ordered) else ordered
         renamed = {name: key for name, key in zip(names, ordered) if name != key}
         if input_spec is None:
             input_spec = [_spec_from_tensor_spec(k, v) for k, v in sorted(input_keys.items())]

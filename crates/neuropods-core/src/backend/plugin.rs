@@ -22,6 +22,16 @@ pub trait BackendModel: Send + Sync {
     fn infer(&self, inputs: &TensorMap) -> Result<TensorMap>;
 }
 
+/// Whether `ptr` points into the memory of one of `inputs`. An output found
+/// there must be copied before it is returned: inputs are only borrowed.
+pub fn points_into_inputs(inputs: &TensorMap, ptr: *const u8) -> bool {
+    let ptr = ptr as usize;
+    inputs.values().filter_map(|t| t.buffer()).any(|b| {
+        let start = b.as_ptr() as usize;
+        ptr >= start && ptr < start + b.len().max(1)
+    })
+}
+
 /// Everything a backend gets to load a model.
 pub struct LoadContext {
     /// The package folder.

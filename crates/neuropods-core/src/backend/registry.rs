@@ -31,6 +31,33 @@ pub struct BackendInfo {
     /// Environment defaults set (unless the user set them) before the
     /// library is opened: frameworks read some settings only at load time.
     pub env_defaults: &'static [(&'static str, &'static str)],
+    /// Which lines the framework writes to stderr while its libraries open
+    /// are kept (see [`StartupFilter`]); `None` keeps all.
+    pub startup_filter: Option<StartupFilter>,
+}
+
+/// Decides, per line, what a framework printed while opening is kept. For
+/// frameworks that log from their static initialisers, before any setting
+/// of theirs can silence them.
+pub type StartupFilter = fn(&str) -> bool;
+
+/// TF's libraries print INFO lines (`I0000 00:00:...`, the oneDNN notice)
+/// and absl's "before InitializeLog" notice while they initialise, ignoring
+/// `TF_CPP_MIN_LOG_LEVEL`. Dropped unless that level lets INFO through,
+/// as TF itself would.
+fn tensorflow_startup_line_kept(line: &str) -> bool {
+    let min_level: i32 = std::env::var("TF_CPP_MIN_LOG_LEVEL")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    tensorflow_line_kept(line, min_level)
+}
+
+fn tensorflow_line_kept(line: &str, min_level: i32) -> bool {
+    let bytes = line.as_bytes();
+    let info = bytes.len() > 5 && bytes[0] == b'I' && bytes[1..5].iter().all(u8::is_ascii_digit);
+    let absl_notice = line.starts_with("WARNING: All log messages before absl::InitializeLog()");
+    min_level < 1 || !(info || absl_notice)
 }
 
 /// The one table of backends.
@@ -42,6 +69,7 @@ pub const BACKENDS: &[BackendInfo] = &[
         install_hint: "install it with `pip install torch==2.13.0`",
         framework_libs: &["libtorch.so"],
         env_defaults: &[],
+        startup_filter: None,
     },
     BackendInfo {
         platform: Platform::TensorFlow,
@@ -52,6 +80,7 @@ pub const BACKENDS: &[BackendInfo] = &[
         // TF logs its start-up (oneDNN, CPU features, SavedModel reading)
         // at INFO while loading; 2 keeps warnings of its own out too.
         env_defaults: &[("TF_CPP_MIN_LOG_LEVEL", "2")],
+        startup_filter: Some(tensorflow_startup_line_kept),
     },
     BackendInfo {
         platform: Platform::Python,
@@ -60,6 +89,7 @@ pub const BACKENDS: &[BackendInfo] = &[
         install_hint: "install Python 3.11",
         framework_libs: &[],
         env_defaults: &[],
+        startup_filter: None,
     },
 ];
 
@@ -186,17 +216,23 @@ fn open(info: &BackendInfo) -> Result<&'static BackendVTable> {
             std::env::set_var(name, value);
         }
     }
-    preload_framework(info).map_err(framework_missing)?;
-    // SAFETY: opening a library runs its initialisers; backend libraries
-    // are ours. They are never closed: models and tensors they made may
-    // live until the process exits.
-    let library = unsafe {
-        libloading::os::unix::Library::open(
-            Some(&path),
-            libloading::os::unix::RTLD_NOW | libloading::os::unix::RTLD_LOCAL,
-        )
-    }
-    .map_err(|e| framework_missing(library_error(&e)))?;
+    let open_libraries = || {
+        preload_framework(info).map_err(framework_missing)?;
+        // SAFETY: opening a library runs its initialisers; backend libraries
+        // are ours. They are never closed: models and tensors they made may
+        // live until the process exits.
+        unsafe {
+            libloading::os::unix::Library::open(
+                Some(&path),
+                libloading::os::unix::RTLD_NOW | libloading::os::unix::RTLD_LOCAL,
+            )
+        }
+        .map_err(|e| framework_missing(library_error(&e)))
+    };
+    let library = match info.startup_filter {
+        Some(keep) => filter_stderr(keep, open_libraries),
+        None => open_libraries(),
+    }?;
     // SAFETY: the symbol has the EntryPoint signature by the ABI's contract.
     let entry: EntryPoint = unsafe {
         *library
@@ -215,6 +251,38 @@ fn open(info: &BackendInfo) -> Result<&'static BackendVTable> {
     }
     std::mem::forget(library);
     Ok(vtable)
+}
+
+/// Runs `f` with stderr (fd 2) sent to a temporary file, then writes the
+/// lines `keep` accepts to the real stderr. Lines other threads write
+/// meanwhile are delayed, not lost. Without a temporary file or a spare
+/// descriptor, `f` just runs.
+fn filter_stderr<T>(keep: StartupFilter, f: impl FnOnce() -> T) -> T {
+    use std::io::{Read, Seek, Write};
+    use std::os::fd::AsRawFd;
+    let Ok(mut file) = tempfile::tempfile() else {
+        return f();
+    };
+    // SAFETY: plain descriptor calls; fd 2 is restored before returning.
+    let saved = unsafe { libc::dup(2) };
+    if saved < 0 {
+        return f();
+    }
+    // SAFETY: as above.
+    unsafe { libc::dup2(file.as_raw_fd(), 2) };
+    let result = f();
+    // SAFETY: as above.
+    unsafe {
+        libc::dup2(saved, 2);
+        libc::close(saved);
+    }
+    let mut bytes = Vec::new();
+    if file.rewind().is_ok() && file.read_to_end(&mut bytes).is_ok() {
+        let text = String::from_utf8_lossy(&bytes);
+        let kept: String = text.split_inclusive('\n').filter(|l| keep(l)).collect();
+        let _ = std::io::stderr().write_all(kept.as_bytes());
+    }
+    result
 }
 
 /// Opens the framework's libraries globally when the environment says where
@@ -238,4 +306,25 @@ fn preload_framework(info: &BackendInfo) -> std::result::Result<(), String> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tensorflow_info_lines_are_dropped_unless_the_level_keeps_them() {
+        let onednn =
+            "I0000 00:00:1795560207.194508   19640 port.cc:153] oneDNN custom operations are on.\n";
+        let notice = "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n";
+        let warning = "W0000 00:00:1795560207.194508   19640 cpu.cc:1] something is off\n";
+        for line in [onednn, notice] {
+            assert!(!tensorflow_line_kept(line, 2), "{line}");
+            assert!(!tensorflow_line_kept(line, 1), "{line}");
+            assert!(tensorflow_line_kept(line, 0), "{line}");
+        }
+        assert!(tensorflow_line_kept(warning, 2));
+        assert!(tensorflow_line_kept("Illegal instruction\n", 2));
+        assert!(tensorflow_line_kept("a user's own line\n", 3));
+    }
 }
