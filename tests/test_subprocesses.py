@@ -77,9 +77,32 @@ def _wheel():
 
 
 @pytest.fixture(scope="module")
-def torchless_result(tmp_path_factory, addition_package):
-    """Loads the addition package from a fresh venv holding only numpy and
-    the built wheel; returns what the error looked like there."""
+def tf_addition_package(tmp_path_factory):
+    """A frozen TF addition graph, packaged."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    from neuropods.packagers import create_tensorflow_neuropod
+
+    graph = tf.Graph()
+    with graph.as_default():
+        x = tf.compat.v1.placeholder(tf.float32, [None], name="x")
+        tf.add(x, x, name="out")
+    path = tmp_path_factory.mktemp("tf") / "addition"
+    create_tensorflow_neuropod(
+        neuropod_path=path, model_name="tf_addition",
+        input_spec=[{"name": "x", "dtype": "float32", "shape": (None,)}],
+        output_spec=[{"name": "out", "dtype": "float32", "shape": (None,)}],
+        node_name_mapping={"x": "x:0", "out": "out:0"}, graph_def=graph.as_graph_def(),
+    )
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def torchless_results(tmp_path_factory, addition_package, tf_addition_package):
+    """Loads a TorchScript and a TF package from a fresh venv holding only
+    numpy and the built wheel; returns what the errors looked like there,
+    by platform."""
     wheel = _wheel()
     if wheel is None:
         pytest.skip("no built wheel in $NEUROPODS_HOME/dist (run scripts/build.sh)")
@@ -106,21 +129,37 @@ def torchless_result(tmp_path_factory, addition_package):
         # The rest of the package works without torch.
         blob = neuropods_native.serialize({{"a": np.arange(3.0)}})
         assert neuropods_native.deserialize(blob)["a"].tolist() == [0.0, 1.0, 2.0]
-        try:
-            neuropods.loader.load_neuropod({addition_package!r})
-        except Exception as e:
-            print(json.dumps({{"class": type(e).__name__,
-                              "mro": [c.__name__ for c in type(e).__mro__],
-                              "message": str(e),
-                              "torch_imported": "torch" in sys.modules}}))
-        else:
-            print(json.dumps({{"class": None}}))
+        results = {{}}
+        for platform, package in [("torchscript", {addition_package!r}), ("tensorflow", {tf_addition_package!r})]:
+            try:
+                neuropods.loader.load_neuropod(package)
+            except Exception as e:
+                results[platform] = {{"class": type(e).__name__,
+                                     "mro": [c.__name__ for c in type(e).__mro__],
+                                     "message": str(e),
+                                     "torch_imported": "torch" in sys.modules}}
+            else:
+                results[platform] = {{"class": None}}
+        print(json.dumps(results))
         """,
         python=python,
         env=env,
     )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture
+def torchless_result(torchless_results):
+    return torchless_results["torchscript"]
+
+
+@pytest.mark.slow
+def test_missing_tensorflow_is_framework_not_found(torchless_results):
+    result = torchless_results["tensorflow"]
+    assert result["class"] == "FrameworkNotFoundError", result
+    assert "pip install tensorflow-cpu==2.21.0" in result["message"]
+    assert "libtensorflow" in result["message"], result["message"]
 
 
 @pytest.mark.slow
