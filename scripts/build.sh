@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
 bash scripts/tf-pkgconfig.sh > /dev/null
-cargo build --release -p neuropods-torchscript -p neuropods-tensorflow -p neuropods-core --examples --lib
+cargo build --release -p neuropods-torchscript -p neuropods-tensorflow -p neuropods-python -p neuropods-core --examples --lib
 mkdir -p python/neuropods_native/backends
 for backend in torchscript tensorflow; do
   cp "$CARGO_TARGET_DIR/release/libneuropods_$backend.so" python/neuropods_native/backends/

@@ -17,5 +17,7 @@ TF_DIR="$(package_dir tensorflow)"
 export NEUROPODS_LIBTORCH_DIR="$TORCH_DIR/lib"
 export NEUROPODS_TENSORFLOW_DIR="$TF_DIR"
 export LD_LIBRARY_PATH="$TORCH_DIR/lib:$TF_DIR${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+# The interpreter Rust programs embed for python-platform models.
+export NEUROPODS_PYTHON="$VENV/bin/python"
 cargo test --release --workspace --exclude neuropods-py
 "$VENV/bin/python" -m pytest tests "$@"

@@ -141,15 +141,18 @@ def test_tensorflow_platform_without_a_tf_model_is_package_error(base_config, pa
         load(path)
 
 
-def test_pytorch_platform_alias_and_missing_backends(base_config, package_with_config):
-    for platform, library in [("python", "libneuropods_python.so"), ("pytorch", "libneuropods_python.so")]:
-        config = dict(base_config, platform=platform)
-        path = package_with_config(config)
-        with pytest.raises(neuropods_native.BackendNotFoundError) as info:
+def test_python_platforms_need_their_entrypoint(base_config, package_with_config):
+    # "pytorch" is the original's name for python code holding a PyTorch model.
+    for platform in ["python", "pytorch"]:
+        path = package_with_config(dict(base_config, platform=platform))
+        with pytest.raises(neuropods_native.PackageError, match="entrypoint_package"):
             load(path)
-        assert not isinstance(info.value, neuropods_native.FrameworkNotFoundError)
-        assert isinstance(info.value, ImportError)
-        assert library in str(info.value)
+        os.makedirs(os.path.join(path, "0"), exist_ok=True)
+        with open(os.path.join(path, "0", "config.json"), "w") as f:
+            f.write('{"entrypoint": "get_model"}')
+        # A backend's config errors cross the backend ABI as package errors.
+        with pytest.raises(neuropods_native.PackageError, match="0/config.json: entrypoint_package: missing"):
+            load(path)
         shutil.rmtree(path)
 
 

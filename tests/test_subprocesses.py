@@ -16,10 +16,12 @@ import pytest
 
 from helpers import NEUROPODS_HOME, TORCH_DIR, find_infer_example
 
-# Variables that would let a subprocess find libtorch or another Python.
+# Variables that would let a subprocess find a framework or another Python.
 FRAMEWORK_ENV = (
     "LIBTORCH",
     "NEUROPODS_LIBTORCH_DIR",
+    "NEUROPODS_TENSORFLOW_DIR",
+    "NEUROPODS_PYTHON",
     "NEUROPODS_BACKEND_DIR",
     "LD_LIBRARY_PATH",
     "LD_PRELOAD",

@@ -16,6 +16,7 @@ __all__ = [
     "SerializationError",
     "BackendNotFoundError",
     "FrameworkNotFoundError",
+    "RequirementsError",
     "BackendError",
     "ModelClosedError",
     "NeuropodIOError",
@@ -77,6 +78,11 @@ class BackendNotFoundError(NeuropodError, ImportError):
 
 class FrameworkNotFoundError(BackendNotFoundError):
     """The framework a backend needs (e.g. torch) is missing."""
+
+
+class RequirementsError(NeuropodError, ImportError):
+    """A python model's requirements are missing or at other versions in the
+    running environment; the message lists each. Nothing is installed."""
 
 
 class BackendError(NeuropodError, RuntimeError):

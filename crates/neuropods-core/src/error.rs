@@ -67,6 +67,10 @@ pub enum Error {
         /// The loader's own message.
         detail: String,
     },
+    /// A python model's requirements are not installed in the interpreter
+    /// running it (nothing is installed at load time).
+    #[error("the model's requirements are not met by this Python environment: {0}")]
+    RequirementsNotMet(String),
     /// The framework failed while loading or running the model.
     #[error("{platform} backend: {message}")]
     Backend {

@@ -38,9 +38,14 @@ fn write_manifest(py: Python<'_>, package_dir: std::path::PathBuf) -> PyResult<(
     })
 }
 
+/// The python backend, linked in: python models run in this interpreter.
+static PYTHON_BACKEND: neuropods_core::backend::abi::BackendVTable =
+    neuropods_core::backend::plugin::vtable::<neuropods_python::PythonBackend>();
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::init(m.py())?;
+    neuropods_core::backend::registry::register(neuropods_core::Platform::Python, &PYTHON_BACKEND);
     m.add_class::<model::Neuropod>()?;
     m.add_class::<convert::TensorMemory>()?;
     m.add_function(wrap_pyfunction!(serde::serialize, m)?)?;

@@ -3,7 +3,14 @@
 Each packager imports its framework only when called.
 """
 
+from .python import create_python_neuropod, create_pytorch_neuropod
 from .tensorflow import create_keras_neuropod, create_tensorflow_neuropod
 from .torchscript import create_torchscript_neuropod
 
-__all__ = ["create_keras_neuropod", "create_tensorflow_neuropod", "create_torchscript_neuropod"]
+__all__ = [
+    "create_keras_neuropod",
+    "create_python_neuropod",
+    "create_pytorch_neuropod",
+    "create_tensorflow_neuropod",
+    "create_torchscript_neuropod",
+]

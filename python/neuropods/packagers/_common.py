@@ -134,6 +134,13 @@ def new_package(
         yield folder
 
 
+def write_backend_config(folder: str, config: Mapping[str, Any]) -> None:
+    """Writes the backend's own settings, 0/config.json."""
+    os.makedirs(os.path.join(folder, "0"), exist_ok=True)
+    with open(os.path.join(folder, "0", "config.json"), "w") as f:
+        json.dump(dict(config), f, indent=2)
+
+
 def copy_custom_ops(folder: str, custom_ops: Sequence[str]) -> List[str]:
     """Copies custom op libraries into 0/ops/; returns their file names."""
     names = []

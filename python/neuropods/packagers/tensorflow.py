@@ -1,16 +1,10 @@
 """Packaging TensorFlow graphs, SavedModels and Keras models."""
 
-import json
 import os
 import shutil
 from typing import Any, Mapping, Optional, Sequence
 
-from ._common import SpecEntry, new_package, self_test
-
-
-def _write_backend_config(folder: str, config: Mapping[str, Any]) -> None:
-    with open(os.path.join(folder, "0", "config.json"), "w") as f:
-        json.dump(dict(config), f, indent=2)
+from ._common import SpecEntry, new_package, self_test, write_backend_config
 
 
 def create_tensorflow_neuropod(
@@ -90,12 +84,12 @@ def create_tensorflow_neuropod(
 
             tf.saved_model.save(trackable_obj, os.path.join(data, "savedmodel"))
         if is_graph:
-            _write_backend_config(
+            write_backend_config(
                 folder,
                 {"node_name_mapping": dict(node_name_mapping), "init_op_names": list(init_op_names)},
             )
         else:
-            _write_backend_config(folder, {"signature_name": signature_name})
+            write_backend_config(folder, {"signature_name": signature_name})
     self_test(neuropod_path, test_input_data, test_expected_out)
 
 
@@ -174,5 +168,5 @@ def create_keras_neuropod(
             backend = {"signature_name": "serving_default"}
             if renamed:
                 backend["signature_keys"] = renamed
-            _write_backend_config(folder, backend)
+            write_backend_config(folder, backend)
     self_test(neuropod_path, test_input_data, test_expected_out)

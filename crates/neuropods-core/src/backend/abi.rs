@@ -107,6 +107,8 @@ pub enum ErrorKind {
     InvalidPackage = 3,
     /// A bug, e.g. a caught panic.
     Internal = 4,
+    /// The model needs packages the environment lacks.
+    RequirementsNotMet = 5,
 }
 
 impl ErrorKind {
@@ -115,6 +117,7 @@ impl ErrorKind {
         match code {
             1 => ErrorKind::Backend,
             2 => ErrorKind::InvalidInput,
+            5 => ErrorKind::RequirementsNotMet,
             3 => ErrorKind::InvalidPackage,
             _ => ErrorKind::Internal,
         }

@@ -124,6 +124,7 @@ impl Collected {
                 message,
             },
             ErrorKind::InvalidInput => Error::InvalidInput(message),
+            ErrorKind::RequirementsNotMet => Error::RequirementsNotMet(message),
             ErrorKind::InvalidPackage => Error::InvalidPackage {
                 path: package.to_path_buf(),
                 reason: message,

@@ -86,6 +86,7 @@ fn error_kind(err: &Error) -> ErrorKind {
             ErrorKind::InvalidPackage
         }
         Error::Internal(_) => ErrorKind::Internal,
+        Error::RequirementsNotMet(_) => ErrorKind::RequirementsNotMet,
         _ => ErrorKind::Backend,
     }
 }
@@ -94,7 +95,9 @@ unsafe fn report(sink: &Sink, err: &Error) {
     let message = match err {
         // The core adds the platform name; send the framework's own words.
         Error::Backend { message, .. } => message.clone(),
-        Error::Internal(message) | Error::InvalidInput(message) => message.clone(),
+        Error::Internal(message)
+        | Error::InvalidInput(message)
+        | Error::RequirementsNotMet(message) => message.clone(),
         // The core names the package again on its side.
         Error::InvalidPackage { reason, .. } => reason.clone(),
         other => other.to_string(),

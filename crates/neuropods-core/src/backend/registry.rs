@@ -85,8 +85,8 @@ pub const BACKENDS: &[BackendInfo] = &[
     BackendInfo {
         platform: Platform::Python,
         library: "libneuropods_python.so",
-        framework: "a Python interpreter",
-        install_hint: "install Python 3.11",
+        framework: "a Python 3.11 interpreter with a shared libpython",
+        install_hint: "set NEUROPODS_PYTHON to its executable (default: python3 on PATH), or NEUROPODS_LIBPYTHON to its libpython3.11.so",
         framework_libs: &[],
         env_defaults: &[],
         startup_filter: None,
@@ -158,6 +158,66 @@ pub fn framework_lib_dirs(platform: Platform) -> Vec<PathBuf> {
         Platform::TensorFlow => var("NEUROPODS_TENSORFLOW_DIR").into_iter().collect(),
         Platform::Python => Vec::new(),
     }
+}
+
+/// The Python executable whose interpreter a Rust program embeds for python
+/// models: `NEUROPODS_PYTHON`, else `python3` on `PATH`.
+pub fn python_executable() -> PathBuf {
+    if let Some(path) = std::env::var_os("NEUROPODS_PYTHON") {
+        return PathBuf::from(path);
+    }
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join("python3"))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from("python3"))
+}
+
+/// Makes the Python C API's symbols global before the python backend is
+/// opened (it does not link libpython, so that inside Python it uses the
+/// running interpreter). Nothing to do inside a Python process; in a Rust
+/// program, opens `NEUROPODS_LIBPYTHON`, else the libpython that
+/// [`python_executable`] reports.
+fn preload_libpython() -> std::result::Result<(), String> {
+    // SAFETY: dlsym on the global scope only reads.
+    let in_python =
+        unsafe { !libc::dlsym(libc::RTLD_DEFAULT, c"Py_IsInitialized".as_ptr()).is_null() };
+    if in_python {
+        return Ok(());
+    }
+    let library = match std::env::var_os("NEUROPODS_LIBPYTHON") {
+        Some(path) => PathBuf::from(path),
+        None => {
+            let python = python_executable();
+            let query = "import os, sysconfig as s; \
+                         print(os.path.join(s.get_config_var('LIBDIR') or '', \
+                         s.get_config_var('INSTSONAME') or '') if s.get_config_var('Py_ENABLE_SHARED') else '')";
+            let output = std::process::Command::new(&python)
+                .args(["-c", query])
+                .output()
+                .map_err(|e| format!("cannot run {}: {e}", python.display()))?;
+            let path = String::from_utf8_lossy(&output.stdout).trim().to_string();
+            if !output.status.success() || path.is_empty() {
+                return Err(format!(
+                    "{} has no shared libpython (built without --enable-shared?)",
+                    python.display()
+                ));
+            }
+            PathBuf::from(path)
+        }
+    };
+    // SAFETY: libpython's initialisers only set up its own state; the
+    // interpreter is started later, by the backend. Never closed.
+    let handle = unsafe {
+        libloading::os::unix::Library::open(
+            Some(&library),
+            libloading::os::unix::RTLD_NOW | libloading::os::unix::RTLD_GLOBAL,
+        )
+    }
+    .map_err(|e| library_error(&e))?;
+    std::mem::forget(handle);
+    Ok(())
 }
 
 /// A `libloading` error with the loader's own reason (its `Display` alone
@@ -288,6 +348,9 @@ fn filter_stderr<T>(keep: StartupFilter, f: impl FnOnce() -> T) -> T {
 /// Opens the framework's libraries globally when the environment says where
 /// they are, so that the backend library's dependencies resolve by soname.
 fn preload_framework(info: &BackendInfo) -> std::result::Result<(), String> {
+    if info.platform == Platform::Python {
+        return preload_libpython();
+    }
     for dir in framework_lib_dirs(info.platform) {
         for lib in info.framework_libs {
             let path = dir.join(lib);

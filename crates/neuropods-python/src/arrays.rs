@@ -1,0 +1,287 @@
+//! numpy arrays to core tensors and back, without copies where memory
+//! allows. Shared by the Python bindings and the python backend, so that
+//! both take and give arrays alike.
+
+use std::mem::ManuallyDrop;
+use std::sync::Arc;
+
+use neuropods_core::{Buffer, DType, Tensor, TensorData};
+use numpy::npyffi::{self, NPY_ARRAY_ALIGNED, NPY_ARRAY_C_CONTIGUOUS, PY_ARRAY_API};
+use numpy::{PyArrayDescr, PyArrayDescrMethods, PyUntypedArray, PyUntypedArrayMethods};
+use pyo3::prelude::*;
+
+/// Why a conversion failed.
+#[derive(Debug)]
+pub enum ConvertError {
+    /// The value is not what the API takes (a type error for the caller).
+    Type(String),
+    /// The value broke a core rule.
+    Core(neuropods_core::Error),
+    /// Python raised.
+    Py(PyErr),
+}
+
+impl From<PyErr> for ConvertError {
+    fn from(e: PyErr) -> Self {
+        ConvertError::Py(e)
+    }
+}
+
+impl From<pyo3::CastIntoError<'_>> for ConvertError {
+    fn from(e: pyo3::CastIntoError<'_>) -> Self {
+        ConvertError::Py(e.into())
+    }
+}
+
+type Result<T> = std::result::Result<T, ConvertError>;
+
+/// Keeps a Python object (the numpy array or bytes a buffer points into)
+/// alive. May be dropped on any thread (a python model's outputs reach Rust
+/// code): it attaches to release the object, or leaks it once the
+/// interpreter is shutting down.
+struct PyOwner(ManuallyDrop<Py<PyAny>>);
+
+impl Drop for PyOwner {
+    fn drop(&mut self) {
+        Python::try_attach(|_| {
+            // SAFETY: dropped once, here.
+            unsafe { ManuallyDrop::drop(&mut self.0) }
+        });
+    }
+}
+
+/// Wraps Python-owned memory as a core buffer.
+///
+/// # Safety
+/// `ptr`/`len` must be memory owned by `owner` that nobody frees or moves
+/// while `owner` is referenced.
+pub unsafe fn buffer_from_python(ptr: *const u8, len: usize, owner: Py<PyAny>) -> Buffer {
+    Buffer::from_raw_parts(ptr, len, Arc::new(PyOwner(ManuallyDrop::new(owner))))
+}
+
+fn numeric_dtype(kind: u8, itemsize: usize) -> Option<DType> {
+    Some(match (kind, itemsize) {
+        (b'f', 2) => DType::Float16,
+        (b'f', 4) => DType::Float32,
+        (b'f', 8) => DType::Float64,
+        (b'i', 1) => DType::Int8,
+        (b'i', 2) => DType::Int16,
+        (b'i', 4) => DType::Int32,
+        (b'i', 8) => DType::Int64,
+        (b'u', 1) => DType::Uint8,
+        (b'u', 2) => DType::Uint16,
+        (b'u', 4) => DType::Uint32,
+        (b'u', 8) => DType::Uint64,
+        (b'b', 1) => DType::Bool,
+        _ => return None,
+    })
+}
+
+/// Converts one numpy array. C-contiguous, aligned, native-endian numeric
+/// arrays are borrowed in place; others are copied once by numpy.
+pub fn tensor_from_numpy(py: Python<'_>, name: &str, value: &Bound<'_, PyAny>) -> Result<Tensor> {
+    let Ok(array) = value.cast::<PyUntypedArray>() else {
+        return Err(ConvertError::Type(format!(
+            "input '{name}': expected a numpy array, got {}",
+            value.get_type().name()?
+        )));
+    };
+    let descr = array.dtype();
+    let kind = descr.kind();
+    let shape = array.shape().to_vec();
+    match kind {
+        b'U' | b'S' | b'O' => return string_tensor(name, array, kind, shape),
+        _ => {}
+    }
+    let dtype = numeric_dtype(kind, descr.itemsize()).ok_or_else(|| {
+        ConvertError::Type(format!(
+            "input '{name}': numpy dtype {} is not supported",
+            descr.str().map(|s| s.to_string()).unwrap_or_default()
+        ))
+    })?;
+    let native = descr.is_native_byteorder().unwrap_or(true);
+    // Borrowed arrays are lent to the framework as writable memory (a model
+    // may work in place), so read-only ones are copied, like any array whose
+    // layout the backend cannot take as it is.
+    let writeable = array.getattr("flags")?.getattr("writeable")?.is_truthy()?;
+    let array = if array.is_c_contiguous() && array.is_aligned() && native && writeable {
+        array.clone()
+    } else {
+        let numpy = py.import("numpy")?;
+        let native_dtype = descr.call_method1("newbyteorder", ("=",))?;
+        let kwargs = pyo3::types::PyDict::new(py);
+        kwargs.set_item("dtype", native_dtype)?;
+        kwargs.set_item("order", "C")?;
+        numpy
+            .call_method("array", (array,), Some(&kwargs))?
+            .cast_into::<PyUntypedArray>()?
+    };
+    // numpy bools are bytes that may hold any value (np.frombuffer, .view);
+    // the core's bool tensors hold 0 or 1 only.
+    let array = if dtype == DType::Bool && !bools_are_canonical(&array) {
+        array
+            .call_method1("__ne__", (0,))?
+            .cast_into::<PyUntypedArray>()?
+    } else {
+        array
+    };
+    // SAFETY: a C-contiguous array's data is `len` bytes at `data`.
+    let raw = unsafe { &*array.as_array_ptr() };
+    let len = array.len() * dtype.item_size().unwrap_or(1);
+    let buffer =
+        unsafe { buffer_from_python(raw.fields.data as *const u8, len, array.into_any().unbind()) };
+    Tensor::from_buffer(dtype, shape, buffer).map_err(ConvertError::Core)
+}
+
+fn bools_are_canonical(array: &Bound<'_, PyUntypedArray>) -> bool {
+    // SAFETY: called on a C-contiguous array of one-byte elements.
+    let raw = unsafe { &*array.as_array_ptr() };
+    if array.len() == 0 {
+        return true;
+    }
+    let bytes = unsafe { std::slice::from_raw_parts(raw.fields.data as *const u8, array.len()) };
+    bytes.iter().all(|&b| b <= 1)
+}
+
+fn string_tensor(
+    name: &str,
+    array: &Bound<'_, PyUntypedArray>,
+    kind: u8,
+    shape: Vec<usize>,
+) -> Result<Tensor> {
+    // Strings are always copied: the core holds them as UTF-8.
+    let flat = array.call_method0("ravel")?;
+    let strings: Vec<String> = match kind {
+        b'U' => flat.call_method0("tolist")?.extract()?,
+        b'S' => {
+            let items: Vec<Vec<u8>> = flat.call_method0("tolist")?.extract()?;
+            items
+                .into_iter()
+                .enumerate()
+                .map(|(i, b)| {
+                    String::from_utf8(b).map_err(|_| {
+                        ConvertError::Type(format!(
+                            "input '{name}': element {i} is not valid UTF-8"
+                        ))
+                    })
+                })
+                .collect::<Result<_>>()?
+        }
+        _ => {
+            let items = flat.call_method0("tolist")?;
+            let mut out = Vec::new();
+            for (i, item) in items.try_iter()?.enumerate() {
+                let item = item?;
+                match item.extract::<String>() {
+                    Ok(s) => out.push(s),
+                    Err(_) => {
+                        return Err(ConvertError::Type(format!(
+                            "input '{name}': object array element {i} is {}, expected str",
+                            item.get_type().name()?
+                        )))
+                    }
+                }
+            }
+            out
+        }
+    };
+    Tensor::from_strings(shape, strings).map_err(ConvertError::Core)
+}
+
+/// Owns the memory behind numpy arrays that Neuropods hands out; set as
+/// their `base`, so the memory lives exactly as long as the arrays.
+#[pyclass(frozen, module = "neuropods_native")]
+pub struct TensorMemory {
+    _buffer: Buffer,
+}
+
+fn numpy_descr<'py>(py: Python<'py>, dtype: DType) -> Bound<'py, PyArrayDescr> {
+    use numpy::dtype as of;
+    match dtype {
+        DType::Float16 => of::<half::f16>(py),
+        DType::Float32 => of::<f32>(py),
+        DType::Float64 => of::<f64>(py),
+        DType::Int8 => of::<i8>(py),
+        DType::Int16 => of::<i16>(py),
+        DType::Int32 => of::<i32>(py),
+        DType::Int64 => of::<i64>(py),
+        DType::Uint8 => of::<u8>(py),
+        DType::Uint16 => of::<u16>(py),
+        DType::Uint32 => of::<u32>(py),
+        DType::Uint64 => of::<u64>(py),
+        DType::Bool | DType::String => of::<bool>(py),
+    }
+}
+
+/// A read-only numpy array viewing `buffer`, which it keeps alive.
+fn array_over_buffer<'py>(
+    py: Python<'py>,
+    descr: Bound<'py, PyArrayDescr>,
+    shape: &[usize],
+    buffer: Buffer,
+) -> PyResult<Bound<'py, PyAny>> {
+    let mut dims: Vec<npyffi::npy_intp> = shape.iter().map(|&d| d as npyffi::npy_intp).collect();
+    let data = buffer.as_ptr() as *mut std::ffi::c_void;
+    let memory = Bound::new(py, TensorMemory { _buffer: buffer })?;
+    // SAFETY: `data` holds shape's elements of `descr`, C-contiguous, kept
+    // alive by `memory`, which becomes the array's base. The array is left
+    // read-only: the memory may be shared (a model's own tensor, a bytes
+    // object).
+    unsafe {
+        let array_type = npyffi::get_type_object(py, npyffi::NpyTypes::PyArray_Type);
+        let ptr = PY_ARRAY_API.PyArray_NewFromDescr(
+            py,
+            array_type,
+            descr.into_dtype_ptr(),
+            dims.len() as std::ffi::c_int,
+            dims.as_mut_ptr(),
+            std::ptr::null_mut(),
+            data,
+            NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED,
+            std::ptr::null_mut(),
+        );
+        let array = Bound::from_owned_ptr_or_err(py, ptr)?;
+        if PY_ARRAY_API.PyArray_SetBaseObject(
+            py,
+            ptr as *mut npyffi::PyArrayObject,
+            memory.into_any().into_ptr(),
+        ) < 0
+        {
+            return Err(PyErr::fetch(py));
+        }
+        Ok(array)
+    }
+}
+
+/// Converts a core tensor to numpy: numeric tensors become views of their
+/// memory (no copy), strings a unicode (`<U`) array.
+pub fn tensor_to_numpy<'py>(py: Python<'py>, tensor: Tensor) -> PyResult<Bound<'py, PyAny>> {
+    let shape = tensor.shape().to_vec();
+    let dtype = tensor.dtype();
+    match tensor.data() {
+        TensorData::Numeric(buffer) => {
+            let buffer = if buffer.is_aligned_to(dtype.item_size().unwrap_or(1)) {
+                buffer.clone()
+            } else {
+                Buffer::copy_from_slice(buffer)
+            };
+            array_over_buffer(py, numpy_descr(py, dtype), &shape, buffer)
+        }
+        TensorData::Strings(strings) => {
+            let width = strings
+                .iter()
+                .map(|s| s.chars().count())
+                .max()
+                .unwrap_or(0)
+                .max(1);
+            let mut ucs4 = vec![0u32; strings.len() * width];
+            for (chunk, s) in ucs4.chunks_mut(width).zip(strings) {
+                for (slot, c) in chunk.iter_mut().zip(s.chars()) {
+                    *slot = c as u32;
+                }
+            }
+            let descr = PyArrayDescr::new(py, format!("<U{width}"))?;
+            array_over_buffer(py, descr, &shape, Buffer::from_vec(ucs4))
+        }
+    }
+}

@@ -1,0 +1,131 @@
+"""Packaging Python code (and PyTorch models that were never converted to
+TorchScript): the code and data travel in the package, and an entrypoint
+builds the model when it is loaded."""
+
+import os
+import re
+import shutil
+from typing import Any, Mapping, Optional, Sequence
+
+from ._common import SpecEntry, new_package, self_test, write_backend_config
+
+_REQUIREMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\s*(==\s*[^\s=<>!~;,]+)?")
+
+
+def _requirements_text(requirements: Optional[str]) -> Optional[str]:
+    """Checks pip-style ``name==version`` lines (comments and blank lines
+    allowed) as the loader will read them."""
+    if requirements is None:
+        return None
+    if not isinstance(requirements, str):
+        requirements = "\n".join(requirements)
+    for number, raw in enumerate(requirements.splitlines(), 1):
+        line = raw.split("#", 1)[0].strip()
+        if line and not _REQUIREMENT.fullmatch(line):
+            raise ValueError(
+                f"requirements line {number} {raw.strip()!r}: expected 'name==version' or 'name'"
+            )
+    return requirements if requirements.endswith("\n") else requirements + "\n"
+
+
+def _ignore_compiled(_dir: str, names: Sequence[str]) -> Sequence[str]:
+    return [n for n in names if n == "__pycache__" or n.endswith(".pyc")]
+
+
+def _copy_code(code_path_spec: Sequence[Mapping[str, Any]], code_dir: str) -> None:
+    """Copies each ``{"python_root", "dirs_to_package"}`` into ``code_dir``,
+    keeping paths relative to the root ("" packages the whole root)."""
+    for index, spec in enumerate(code_path_spec):
+        root = spec.get("python_root")
+        if not root or not os.path.isdir(root):
+            raise ValueError(f"code_path_spec[{index}]: python_root {root!r} is not a directory")
+        for sub in spec.get("dirs_to_package", [""]):
+            source = os.path.normpath(os.path.join(root, sub))
+            if os.path.relpath(source, root).startswith(os.pardir):
+                raise ValueError(f"code_path_spec[{index}]: {sub!r} is outside python_root")
+            if not os.path.isdir(source):
+                raise ValueError(f"code_path_spec[{index}]: {source!r} is not a directory")
+            target = os.path.join(code_dir, os.path.relpath(source, root))
+            shutil.copytree(source, target, ignore=_ignore_compiled, dirs_exist_ok=True)
+
+
+def _copy_data(data_paths: Sequence[Mapping[str, str]], data_dir: str) -> None:
+    """Copies each ``{"path", "packaged_name"}`` (a file or folder) into
+    ``data_dir``."""
+    for index, item in enumerate(data_paths):
+        path, name = item.get("path"), item.get("packaged_name")
+        if not name or os.path.isabs(name) or os.pardir in name.replace("\\", "/").split("/"):
+            raise ValueError(f"data_paths[{index}]: packaged_name {name!r} must be a relative name")
+        target = os.path.join(data_dir, name)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        if path and os.path.isdir(path):
+            shutil.copytree(path, target, ignore=_ignore_compiled)
+        elif path and os.path.isfile(path):
+            shutil.copy(path, target)
+        else:
+            raise ValueError(f"data_paths[{index}]: {path!r} does not exist")
+
+
+def create_python_neuropod(
+    neuropod_path: "os.PathLike[str] | str",
+    model_name: str,
+    data_paths: Sequence[Mapping[str, str]],
+    code_path_spec: Sequence[Mapping[str, Any]],
+    entrypoint_package: str,
+    entrypoint: str,
+    input_spec: Sequence[SpecEntry],
+    output_spec: Sequence[SpecEntry],
+    requirements: Optional[str] = None,
+    test_input_data: Optional[Mapping[str, Any]] = None,
+    test_expected_out: Optional[Mapping[str, Any]] = None,
+    package_as_zip: bool = False,
+    input_tensor_device: Optional[Mapping[str, str]] = None,
+    default_input_tensor_device: str = "GPU",
+    custom_ops: Sequence[str] = (),
+    platform_version_semver: str = "*",
+    platform: str = "python",
+) -> None:
+    """Packages Python code as a neuropod.
+
+    ``data_paths``: ``[{"path": ..., "packaged_name": ...}]`` copied into
+    ``0/data/``. ``code_path_spec``: ``[{"python_root": ...,
+    "dirs_to_package": [...]}]`` copied into ``0/code/`` (``""`` is the whole
+    root; ``__pycache__`` and ``.pyc`` files are skipped). At load,
+    ``entrypoint_package.entrypoint(data_root)`` must return a callable; it
+    is called with the inputs as keyword arguments and returns a dict of
+    numpy arrays (torch tensors are converted). The code is imported under a
+    private top-level name, so packages of the same code can be loaded side
+    by side; inside the package, import its own modules relatively.
+
+    ``requirements``: ``name==version`` lines (a str or a list of lines),
+    stored in ``0/requirements.lock`` and checked, not installed, at load.
+    """
+    requirements_text = _requirements_text(requirements)
+    with new_package(
+        neuropod_path,
+        name=model_name,
+        platform=platform,
+        input_spec=input_spec,
+        output_spec=output_spec,
+        package_as_zip=package_as_zip,
+        input_tensor_device=input_tensor_device,
+        default_input_tensor_device=default_input_tensor_device,
+        custom_ops=custom_ops,
+        platform_version_semver=platform_version_semver,
+    ) as folder:
+        os.makedirs(os.path.join(folder, "0", "code"), exist_ok=True)
+        os.makedirs(os.path.join(folder, "0", "data"), exist_ok=True)
+        _copy_code(code_path_spec, os.path.join(folder, "0", "code"))
+        _copy_data(data_paths, os.path.join(folder, "0", "data"))
+        write_backend_config(folder, {"entrypoint_package": entrypoint_package, "entrypoint": entrypoint})
+        if requirements_text is not None:
+            with open(os.path.join(folder, "0", "requirements.lock"), "w") as f:
+                f.write(requirements_text)
+    self_test(neuropod_path, test_input_data, test_expected_out)
+
+
+def create_pytorch_neuropod(neuropod_path: "os.PathLike[str] | str", model_name: str, *args: Any, **kwargs: Any) -> None:
+    """Packages a PyTorch model as Python code (platform ``pytorch``); the
+    same arguments as `create_python_neuropod`. The entrypoint typically
+    builds the ``nn.Module`` and loads its weights from ``data_root``."""
+    create_python_neuropod(neuropod_path, model_name, *args, platform="pytorch", **kwargs)

@@ -1,0 +1,284 @@
+"""Python-platform packages: code and data written by the tests, packaged
+with create_python_neuropod / create_pytorch_neuropod, and run through the
+same API (and the same checks) as the other platforms."""
+
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+import neuropods_native
+from neuropods.loader import load_neuropod
+from neuropods.packagers import create_python_neuropod, create_pytorch_neuropod
+
+XY_SPEC = [{"name": "x", "dtype": "float32", "shape": ("n",)}, {"name": "y", "dtype": "float32", "shape": ("n",)}]
+OUT_SPEC = [{"name": "out", "dtype": "float32", "shape": ("n",)}]
+
+
+def write_tree(root, files):
+    """Writes {relative path: text} under root; returns root as a str."""
+    for relative, text in files.items():
+        path = root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text))
+    return str(root)
+
+
+def scaler_code(root, package="scaler", body="helper.scale(x + y, self.factor)"):
+    """A package whose entrypoint reads a data file and imports a helper
+    module relatively."""
+    return write_tree(
+        root,
+        {
+            f"{package}/__init__.py": "",
+            f"{package}/helper.py": """
+                import numpy as np
+
+                def scale(values, factor):
+                    return (values * factor).astype(np.float32)
+            """,
+            f"{package}/main.py": f"""
+                import os
+                from . import helper
+
+                class Model:
+                    def __init__(self, data_root):
+                        with open(os.path.join(data_root, "factor.txt")) as f:
+                            self.factor = float(f.read())
+
+                    def __call__(self, x, y):
+                        return {{"out": {body}}}
+
+                def get_model(data_root):
+                    return Model(data_root)
+            """,
+        },
+    )
+
+
+def package_scaler(tmp_path, name="scaler_pkg", factor="3", package="scaler", **kwargs):
+    code = scaler_code(tmp_path / f"{name}_src", package=package, **kwargs.pop("code", {}))
+    data = tmp_path / f"{name}_factor.txt"
+    data.write_text(factor)
+    path = tmp_path / name
+    create_python_neuropod(
+        path, name,
+        data_paths=[{"path": str(data), "packaged_name": "factor.txt"}],
+        code_path_spec=[{"python_root": code, "dirs_to_package": [""]}],
+        entrypoint_package=f"{package}.main", entrypoint="get_model",
+        input_spec=XY_SPEC, output_spec=OUT_SPEC, **kwargs,
+    )
+    return path
+
+
+@pytest.mark.parametrize("as_zip", [False, True])
+def test_data_file_and_relative_import(tmp_path, as_zip):
+    x = np.arange(4, dtype=np.float32)
+    path = package_scaler(
+        tmp_path, package_as_zip=as_zip,
+        test_input_data={"x": x, "y": x}, test_expected_out={"out": 6 * x},
+    )
+    with load_neuropod(path) as model:
+        assert model.platform == "python"
+        np.testing.assert_array_equal(model.infer({"x": x, "y": np.ones(4, np.float32)})["out"], 3 * (x + 1))
+    if not as_zip:
+        assert (path / "0" / "data" / "factor.txt").read_text() == "3"
+        assert (path / "0" / "code" / "scaler" / "helper.py").is_file()
+
+
+def test_two_versions_of_one_package_side_by_side(tmp_path):
+    v1 = package_scaler(tmp_path, name="v1", factor="2")
+    v2 = package_scaler(tmp_path, name="v2", factor="5", code={"body": "helper.scale(x - y, -self.factor)"})
+    x, y = np.full(3, 4, np.float32), np.ones(3, np.float32)
+    with load_neuropod(v1) as one, load_neuropod(v2) as two:
+        for _ in range(2):
+            np.testing.assert_array_equal(one.infer({"x": x, "y": y})["out"], 2 * (x + y))
+            np.testing.assert_array_equal(two.infer({"x": x, "y": y})["out"], -5 * (x - y))
+        # Neither took the plain name: user code importing `scaler` is unaffected.
+        assert "scaler" not in sys.modules and "scaler.main" not in sys.modules
+    assert not [name for name in sys.modules if name.startswith("_neuropod_") and "v1" in name]
+
+
+class TinyNet(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(3, 2)
+
+    def forward(self, features):
+        return torch.tanh(self.linear(features))
+
+
+def test_pytorch_module_returning_tensors(tmp_path):
+    torch.manual_seed(0)
+    net = TinyNet().eval()
+    weights = tmp_path / "weights.pt"
+    torch.save(net.state_dict(), weights)
+    code = write_tree(
+        tmp_path / "src",
+        {
+            "tinynet/__init__.py": "",
+            "tinynet/net.py": """
+                import torch
+
+                class TinyNet(torch.nn.Module):
+                    def __init__(self):
+                        super().__init__()
+                        self.linear = torch.nn.Linear(3, 2)
+
+                    def forward(self, features):
+                        return torch.tanh(self.linear(features))
+            """,
+            "tinynet/entry.py": """
+                import os
+                import torch
+                from .net import TinyNet
+
+                def get_model(data_root):
+                    net = TinyNet()
+                    net.load_state_dict(torch.load(os.path.join(data_root, "weights.pt")))
+                    net.eval()
+
+                    def run(features):
+                        with torch.no_grad():
+                            return {"scores": net(torch.from_numpy(features))}
+                    return run
+            """,
+        },
+    )
+    features = np.random.default_rng(0).normal(size=(5, 3)).astype(np.float32)
+    with torch.no_grad():
+        expected = net(torch.from_numpy(features)).numpy()
+    create_pytorch_neuropod(
+        tmp_path / "torch_pkg", "tinynet",
+        data_paths=[{"path": str(weights), "packaged_name": "weights.pt"}],
+        code_path_spec=[{"python_root": code, "dirs_to_package": ["tinynet"]}],
+        entrypoint_package="tinynet.entry", entrypoint="get_model",
+        input_spec=[{"name": "features", "dtype": "float32", "shape": ("batch", 3)}],
+        output_spec=[{"name": "scores", "dtype": "float32", "shape": ("batch", 2)}],
+        test_input_data={"features": features}, test_expected_out={"scores": expected},
+    )
+    with load_neuropod(tmp_path / "torch_pkg") as model:
+        out = model.infer({"features": features})["scores"]
+    np.testing.assert_allclose(out, expected, rtol=1e-6)
+
+
+def test_spec_is_checked_on_the_way_in_and_out(tmp_path):
+    path = package_scaler(tmp_path, code={"body": "(x + y).astype('float64')"})
+    x = np.ones(2, np.float32)
+    with load_neuropod(path) as model:
+        with pytest.raises(neuropods_native.DTypeError, match="'x'"):
+            model.infer({"x": x.astype(np.int32), "y": x})
+        with pytest.raises(neuropods_native.ShapeError):
+            model.infer({"x": x, "y": np.ones(3, np.float32)})
+        with pytest.raises(neuropods_native.DTypeError, match="'out'"):
+            model.infer({"x": x, "y": x})
+
+
+def test_model_errors_name_the_code(tmp_path):
+    path = package_scaler(tmp_path, code={"body": "helper.missing_function(x)"})
+    with load_neuropod(path) as model:
+        with pytest.raises(neuropods_native.BackendError) as info:
+            model.infer({"x": np.ones(1, np.float32), "y": np.ones(1, np.float32)})
+    message = str(info.value)
+    assert "missing_function" in message and "main.py" in message, message
+
+
+@pytest.mark.parametrize(
+    "body, fragment",
+    [
+        ("None", "expected a numpy array"),
+        ("object()", "expected a numpy array"),
+    ],
+)
+def test_bad_outputs_are_backend_errors(tmp_path, body, fragment):
+    path = package_scaler(tmp_path, code={"body": body})
+    with load_neuropod(path) as model:
+        with pytest.raises(neuropods_native.BackendError, match=fragment):
+            model.infer({"x": np.ones(1, np.float32), "y": np.ones(1, np.float32)})
+
+
+def test_a_model_returning_a_non_dict_is_a_backend_error(tmp_path):
+    code = write_tree(tmp_path / "src", {"m/__init__.py": "", "m/e.py": "def get(root):\n    return lambda x, y: x\n"})
+    create_python_neuropod(
+        tmp_path / "p", "p", data_paths=[], code_path_spec=[{"python_root": code, "dirs_to_package": [""]}],
+        entrypoint_package="m.e", entrypoint="get", input_spec=XY_SPEC, output_spec=OUT_SPEC,
+    )
+    with load_neuropod(tmp_path / "p") as model:
+        with pytest.raises(neuropods_native.BackendError, match="expected a dict"):
+            model.infer({"x": np.ones(1, np.float32), "y": np.ones(1, np.float32)})
+
+
+def test_unmet_requirements_are_listed_and_nothing_is_installed(tmp_path):
+    installed = np.__version__
+    path = package_scaler(
+        tmp_path, requirements=f"numpy=={installed}\nnumpy==0.0.1\nnot-a-real-package-xyz==2.0\n",
+    )
+    assert (path / "0" / "requirements.lock").read_text().startswith(f"numpy=={installed}\n")
+    with pytest.raises(neuropods_native.RequirementsError) as info:
+        load_neuropod(path)
+    message = str(info.value)
+    assert f"numpy==0.0.1 (installed: {installed})" in message
+    assert "not-a-real-package-xyz==2.0 (not installed)" in message
+    assert f"numpy=={installed} " not in message
+    assert isinstance(info.value, ImportError)
+
+
+def test_packager_refusals(tmp_path):
+    code = scaler_code(tmp_path / "src")
+    common = dict(
+        data_paths=[], code_path_spec=[{"python_root": code, "dirs_to_package": [""]}],
+        entrypoint_package="scaler.main", entrypoint="get_model", input_spec=XY_SPEC, output_spec=OUT_SPEC,
+    )
+    with pytest.raises(ValueError, match="requirements line 2"):
+        create_python_neuropod(tmp_path / "a", "a", requirements="numpy\nnumpy>=1\n", **common)
+    with pytest.raises(ValueError, match="packaged_name"):
+        create_python_neuropod(tmp_path / "b", "b", **{**common, "data_paths": [{"path": code, "packaged_name": "../x"}]})
+    with pytest.raises(ValueError, match="python_root"):
+        create_python_neuropod(tmp_path / "c", "c", **{**common, "code_path_spec": [{"python_root": str(tmp_path / "nope")}]})
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_missing_entrypoint_is_reported_at_load(tmp_path):
+    code = scaler_code(tmp_path / "src")
+    (tmp_path / "src" / "scaler" / "__pycache__").mkdir()
+    (tmp_path / "src" / "scaler" / "__pycache__" / "junk.pyc").write_bytes(b"\0")
+    create_python_neuropod(
+        tmp_path / "p", "p", data_paths=[], code_path_spec=[{"python_root": code, "dirs_to_package": [""]}],
+        entrypoint_package="scaler.main", entrypoint="no_such_function", input_spec=XY_SPEC, output_spec=OUT_SPEC,
+    )
+    assert not (tmp_path / "p" / "0" / "code" / "scaler" / "__pycache__").exists()
+    with pytest.raises(neuropods_native.BackendError, match="no_such_function"):
+        load_neuropod(tmp_path / "p")
+    assert not [n for n in sys.modules if n.startswith("_neuropod_") and n.endswith("_p")]
+
+
+def test_inputs_are_writable_copies_the_model_may_keep(tmp_path):
+    code = write_tree(
+        tmp_path / "src",
+        {
+            "keeper/__init__.py": "",
+            "keeper/main.py": """
+                kept = []
+
+                def get_model(data_root):
+                    def run(x, y):
+                        x += 1  # in place: the model's own copy
+                        kept.append(x)
+                        return {"out": x + y}
+                    return run
+            """,
+        },
+    )
+    create_python_neuropod(
+        tmp_path / "p", "keeper", data_paths=[], code_path_spec=[{"python_root": code, "dirs_to_package": [""]}],
+        entrypoint_package="keeper.main", entrypoint="get_model", input_spec=XY_SPEC, output_spec=OUT_SPEC,
+    )
+    x = np.zeros(3, np.float32)
+    with load_neuropod(tmp_path / "p") as model:
+        out = model.infer({"x": x, "y": x})["out"]
+        out_again = model.infer({"x": x, "y": x})["out"]
+    np.testing.assert_array_equal(x, 0)
+    np.testing.assert_array_equal(out, 1)
+    np.testing.assert_array_equal(out_again, 1)
