@@ -190,9 +190,11 @@ fn preload_libpython() -> std::result::Result<(), String> {
         Some(path) => PathBuf::from(path),
         None => {
             let python = python_executable();
+            // Debian's python3.11 is linked statically yet ships the shared
+            // library too: ask for the file, not for Py_ENABLE_SHARED.
             let query = "import os, sysconfig as s; \
-                         print(os.path.join(s.get_config_var('LIBDIR') or '', \
-                         s.get_config_var('INSTSONAME') or '') if s.get_config_var('Py_ENABLE_SHARED') else '')";
+                         p = os.path.join(s.get_config_var('LIBDIR') or '', s.get_config_var('INSTSONAME') or ''); \
+                         print(p if os.path.isfile(p) else '')";
             let output = std::process::Command::new(&python)
                 .args(["-c", query])
                 .output()
@@ -200,23 +202,30 @@ fn preload_libpython() -> std::result::Result<(), String> {
             let path = String::from_utf8_lossy(&output.stdout).trim().to_string();
             if !output.status.success() || path.is_empty() {
                 return Err(format!(
-                    "{} has no shared libpython (built without --enable-shared?)",
+                    "{} has no shared libpython (built without --enable-shared, or its libpython package is not installed)",
                     python.display()
                 ));
             }
             PathBuf::from(path)
         }
     };
-    // SAFETY: libpython's initialisers only set up its own state; the
-    // interpreter is started later, by the backend. Never closed.
-    let handle = unsafe {
+    // libpython's initialisers only set up its own state; the interpreter
+    // is started later, by the backend.
+    open_globally(&library)
+}
+
+/// Opens a framework library with `RTLD_GLOBAL`, for good: its symbols
+/// then resolve the backend library's references by name.
+fn open_globally(path: &Path) -> std::result::Result<(), String> {
+    // SAFETY: framework initialisers run once; the library is never closed.
+    let library = unsafe {
         libloading::os::unix::Library::open(
-            Some(&library),
+            Some(path),
             libloading::os::unix::RTLD_NOW | libloading::os::unix::RTLD_GLOBAL,
         )
     }
     .map_err(|e| library_error(&e))?;
-    std::mem::forget(handle);
+    std::mem::forget(library);
     Ok(())
 }
 
@@ -354,18 +363,9 @@ fn preload_framework(info: &BackendInfo) -> std::result::Result<(), String> {
     for dir in framework_lib_dirs(info.platform) {
         for lib in info.framework_libs {
             let path = dir.join(lib);
-            if !path.is_file() {
-                continue;
+            if path.is_file() {
+                open_globally(&path)?;
             }
-            // SAFETY: framework initialisers run once; never closed.
-            let library = unsafe {
-                libloading::os::unix::Library::open(
-                    Some(&path),
-                    libloading::os::unix::RTLD_NOW | libloading::os::unix::RTLD_GLOBAL,
-                )
-            }
-            .map_err(|e| library_error(&e))?;
-            std::mem::forget(library);
         }
     }
     Ok(())
