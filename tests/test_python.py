@@ -254,7 +254,9 @@ def test_missing_entrypoint_is_reported_at_load(tmp_path):
     assert not [n for n in sys.modules if n.startswith("_neuropod_") and n.endswith("_p")]
 
 
-def test_inputs_are_writable_copies_the_model_may_keep(tmp_path):
+def test_inputs_reach_the_model_as_if_called_directly(tmp_path):
+    # The model gets the caller's memory, writable (no copy), and may keep
+    # it; read-only arrays were copied on the way in and stay untouched.
     code = write_tree(
         tmp_path / "src",
         {
@@ -264,7 +266,7 @@ def test_inputs_are_writable_copies_the_model_may_keep(tmp_path):
 
                 def get_model(data_root):
                     def run(x, y):
-                        x += 1  # in place: the model's own copy
+                        x += 1  # in place, as it could when called directly
                         kept.append(x)
                         return {"out": x + y}
                     return run
@@ -276,9 +278,18 @@ def test_inputs_are_writable_copies_the_model_may_keep(tmp_path):
         entrypoint_package="keeper.main", entrypoint="get_model", input_spec=XY_SPEC, output_spec=OUT_SPEC,
     )
     x = np.zeros(3, np.float32)
+    y = np.full(3, 10, np.float32)
+    frozen = np.zeros(3, np.float32)
+    frozen.flags.writeable = False
     with load_neuropod(tmp_path / "p") as model:
-        out = model.infer({"x": x, "y": x})["out"]
-        out_again = model.infer({"x": x, "y": x})["out"]
-    np.testing.assert_array_equal(x, 0)
-    np.testing.assert_array_equal(out, 1)
-    np.testing.assert_array_equal(out_again, 1)
+        out = model.infer({"x": x, "y": y})["out"]
+        out_frozen = model.infer({"x": frozen, "y": y})["out"]
+        [entry] = [m for n, m in sys.modules.items() if n.startswith("_neuropod_") and n.endswith(".keeper.main")]
+        kept = entry.kept
+    np.testing.assert_array_equal(x, 1)
+    np.testing.assert_array_equal(out, 11)
+    np.testing.assert_array_equal(frozen, 0)
+    np.testing.assert_array_equal(out_frozen, 11)
+    x[:] = 5  # the kept input is the caller's memory, alive after close
+    np.testing.assert_array_equal(kept[0], 5)
+    np.testing.assert_array_equal(kept[1], 1)

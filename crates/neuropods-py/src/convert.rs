@@ -5,7 +5,7 @@ use neuropods_core::Tensor;
 use neuropods_python::arrays::{self, ConvertError};
 use pyo3::prelude::*;
 
-pub use neuropods_python::arrays::{buffer_from_python, tensor_to_numpy, TensorMemory};
+pub use neuropods_python::arrays::{buffer_from_python, tensor_to_numpy, Access, TensorMemory};
 
 use crate::errors::{raise, to_py};
 

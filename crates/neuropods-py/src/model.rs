@@ -7,7 +7,7 @@ use neuropods_core::{Dim, LoadOptions, TensorMap, TensorSpec};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString};
 
-use crate::convert::{tensor_from_numpy, tensor_to_numpy, type_error};
+use crate::convert::{tensor_from_numpy, tensor_to_numpy, type_error, Access};
 use crate::errors::{guard, raise, to_py};
 
 /// Load options accepted as keyword arguments, besides `visible_gpu`.
@@ -179,7 +179,7 @@ impl Neuropod {
             let outputs = outputs.map_err(|e| to_py(py, e))?;
             let dict = PyDict::new(py);
             for (name, tensor) in outputs {
-                dict.set_item(name, tensor_to_numpy(py, tensor)?)?;
+                dict.set_item(name, tensor_to_numpy(py, tensor, Access::ReadOnly)?)?;
             }
             Ok(dict)
         })

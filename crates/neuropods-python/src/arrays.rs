@@ -6,7 +6,9 @@ use std::mem::ManuallyDrop;
 use std::sync::Arc;
 
 use neuropods_core::{Buffer, DType, Tensor, TensorData};
-use numpy::npyffi::{self, NPY_ARRAY_ALIGNED, NPY_ARRAY_C_CONTIGUOUS, PY_ARRAY_API};
+use numpy::npyffi::{
+    self, NPY_ARRAY_ALIGNED, NPY_ARRAY_C_CONTIGUOUS, NPY_ARRAY_WRITEABLE, PY_ARRAY_API,
+};
 use numpy::{PyArrayDescr, PyArrayDescrMethods, PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::prelude::*;
 
@@ -213,20 +215,36 @@ fn numpy_descr<'py>(py: Python<'py>, dtype: DType) -> Bound<'py, PyArrayDescr> {
     }
 }
 
-/// A read-only numpy array viewing `buffer`, which it keeps alive.
+/// Whether an array made from a tensor may be written to.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Access {
+    /// Outputs and deserialized tensors: their memory may be shared (a
+    /// model's own tensor, a bytes object).
+    ReadOnly,
+    /// Inputs lent to a model: it may work in place on them, as on the
+    /// arrays it gets when called directly (the caller's writable memory; a
+    /// read-only array was copied on its way in).
+    Writable,
+}
+
+/// A numpy array viewing `buffer`, which it keeps alive.
 fn array_over_buffer<'py>(
     py: Python<'py>,
     descr: Bound<'py, PyArrayDescr>,
     shape: &[usize],
     buffer: Buffer,
+    access: Access,
 ) -> PyResult<Bound<'py, PyAny>> {
     let mut dims: Vec<npyffi::npy_intp> = shape.iter().map(|&d| d as npyffi::npy_intp).collect();
     let data = buffer.as_ptr() as *mut std::ffi::c_void;
     let memory = Bound::new(py, TensorMemory { _buffer: buffer })?;
     // SAFETY: `data` holds shape's elements of `descr`, C-contiguous, kept
-    // alive by `memory`, which becomes the array's base. The array is left
-    // read-only: the memory may be shared (a model's own tensor, a bytes
-    // object).
+    // alive by `memory`, which becomes the array's base; writable only when
+    // the caller says the memory is lent for writing (see `Access`).
+    let flags = match access {
+        Access::ReadOnly => NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED,
+        Access::Writable => NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED | NPY_ARRAY_WRITEABLE,
+    };
     unsafe {
         let array_type = npyffi::get_type_object(py, npyffi::NpyTypes::PyArray_Type);
         let ptr = PY_ARRAY_API.PyArray_NewFromDescr(
@@ -237,7 +255,7 @@ fn array_over_buffer<'py>(
             dims.as_mut_ptr(),
             std::ptr::null_mut(),
             data,
-            NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED,
+            flags,
             std::ptr::null_mut(),
         );
         let array = Bound::from_owned_ptr_or_err(py, ptr)?;
@@ -255,7 +273,11 @@ fn array_over_buffer<'py>(
 
 /// Converts a core tensor to numpy: numeric tensors become views of their
 /// memory (no copy), strings a unicode (`<U`) array.
-pub fn tensor_to_numpy<'py>(py: Python<'py>, tensor: Tensor) -> PyResult<Bound<'py, PyAny>> {
+pub fn tensor_to_numpy<'py>(
+    py: Python<'py>,
+    tensor: Tensor,
+    access: Access,
+) -> PyResult<Bound<'py, PyAny>> {
     let shape = tensor.shape().to_vec();
     let dtype = tensor.dtype();
     match tensor.data() {
@@ -265,7 +287,7 @@ pub fn tensor_to_numpy<'py>(py: Python<'py>, tensor: Tensor) -> PyResult<Bound<'
             } else {
                 Buffer::copy_from_slice(buffer)
             };
-            array_over_buffer(py, numpy_descr(py, dtype), &shape, buffer)
+            array_over_buffer(py, numpy_descr(py, dtype), &shape, buffer, access)
         }
         TensorData::Strings(strings) => {
             let width = strings
@@ -281,7 +303,7 @@ pub fn tensor_to_numpy<'py>(py: Python<'py>, tensor: Tensor) -> PyResult<Bound<'
                 }
             }
             let descr = PyArrayDescr::new(py, format!("<U{width}"))?;
-            array_over_buffer(py, descr, &shape, Buffer::from_vec(ucs4))
+            array_over_buffer(py, descr, &shape, Buffer::from_vec(ucs4), access)
         }
     }
 }

@@ -10,7 +10,7 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyModule};
 use serde_json::Value;
 
-use crate::arrays::{tensor_from_numpy, tensor_to_numpy, ConvertError};
+use crate::arrays::{tensor_from_numpy, tensor_to_numpy, Access, ConvertError};
 use crate::interpreter;
 
 /// The python backend.
@@ -165,10 +165,10 @@ impl BackendModel for PythonModel {
             let helper = helper(py).map_err(|e| python_error(py, e))?;
             let kwargs = PyDict::new(py);
             for (name, tensor) in inputs {
-                // Inputs are lent for this call only, and the model may keep
-                // them: it gets its own writable copy.
-                let array = tensor_to_numpy(py, tensor.clone())
-                    .and_then(|a| a.call_method0("copy"))
+                // The model gets the inputs as it would if called directly:
+                // writable views of the caller's memory (no copy), which it
+                // may keep (the view holds the memory alive).
+                let array = tensor_to_numpy(py, tensor.clone(), Access::Writable)
                     .map_err(|e| python_error(py, e))?;
                 kwargs
                     .set_item(name, array)
