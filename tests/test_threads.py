@@ -1,5 +1,6 @@
 """One model shared by many threads, and the GIL released while it runs."""
 
+import ctypes
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -252,3 +253,35 @@ def test_concurrent_loads(addition_package, addition_zip_package, which):
 
     with ThreadPoolExecutor(6) as pool:
         assert list(pool.map(work, range(6))) == [None] * 6
+
+
+def openmp_threads_of_this_thread() -> int:
+    """The calling thread's OpenMP thread count, as libtorch's parallel ops
+    see it (torch.get_num_threads reports a process-wide value instead)."""
+    with open("/proc/self/maps") as maps:
+        [path] = {line.split()[-1] for line in maps if line.rstrip().endswith("/libgomp.so.1")}
+    return ctypes.CDLL(path).omp_get_max_threads()
+
+
+def test_intra_op_threads_hold_on_every_calling_thread(addition_package):
+    # libtorch's intra-op pool is OpenMP, whose thread count is per thread:
+    # set at load, it must still apply when another thread calls the model,
+    # or concurrent callers oversubscribe the cores.
+    def in_new_thread(fn):
+        with ThreadPoolExecutor(1) as pool:
+            return pool.submit(fn).result()
+
+    default = in_new_thread(openmp_threads_of_this_thread)
+    wanted = default + 1
+    model = load(addition_package, intra_op_threads=wanted)
+    x = np.ones(3, np.float32)
+
+    def call_then_ask():
+        model.infer({"x": x, "y": x})
+        return openmp_threads_of_this_thread()
+
+    try:
+        assert in_new_thread(openmp_threads_of_this_thread) == default  # the load alone did not reach it
+        assert in_new_thread(call_then_ask) == wanted
+    finally:
+        model.close()

@@ -8,6 +8,7 @@
 
 mod forward;
 
+use std::cell::Cell;
 use std::ffi::{c_void, CStr};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -106,6 +107,26 @@ fn apply_threads(ctx: &LoadContext) {
             ));
         }
     }
+}
+
+/// Applies `intra_op_threads` on the calling thread before a forward.
+///
+/// libtorch's intra-op pool is OpenMP, whose thread count is a per-thread
+/// setting: `set_num_threads` at load reaches only the loading thread, and
+/// every other thread calling the model would use one OpenMP thread per
+/// core. With several callers that oversubscribes the cores (measured:
+/// two callers on two cores got no more throughput than one). Set once per
+/// thread and value.
+fn apply_intra_op_threads_here(n: u32) {
+    thread_local! {
+        static APPLIED: Cell<Option<u32>> = const { Cell::new(None) };
+    }
+    APPLIED.with(|applied| {
+        if applied.get() != Some(n) {
+            tch::set_num_threads(n as i32);
+            applied.set(Some(n));
+        }
+    });
 }
 
 fn load_custom_ops(root: &Path, config: &ModelConfig) -> Result<()> {
@@ -213,6 +234,7 @@ impl Backend for TorchScriptBackend {
             .collect();
         Ok(Box::new(TorchScriptModel {
             module,
+            intra_op_threads: ctx.options.intra_op_threads,
             input_devices,
             output_names: ctx
                 .config
@@ -226,6 +248,7 @@ impl Backend for TorchScriptBackend {
 
 struct TorchScriptModel {
     module: CModule,
+    intra_op_threads: Option<u32>,
     input_devices: std::collections::HashMap<String, Device>,
     output_names: Vec<String>,
 }
@@ -301,6 +324,9 @@ impl TorchScriptModel {
 
 impl BackendModel for TorchScriptModel {
     fn infer(&self, inputs: &TensorMap) -> Result<TensorMap> {
+        if let Some(n) = self.intra_op_threads {
+            apply_intra_op_threads_here(n);
+        }
         let torch_inputs = inputs
             .iter()
             .map(|(name, tensor)| self.input_to_torch(name, tensor))
