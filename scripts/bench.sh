@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Runs the benchmarks: the core's criterion benches, then the suite that
+# compares Neuropods with the frameworks' own Python APIs
+# (benchmarks/run.py). Needs scripts/setup.sh first.
+#
+#   bash scripts/bench.sh            # full: writes benchmarks/results.{md,json,png}
+#                                    # and benchmarks/criterion.txt (~15 min)
+#   bash scripts/bench.sh --quick    # few iterations, results in a temp folder:
+#                                    # checks that every benchmark still runs (CI)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/env.sh
+bash scripts/build.sh
+if [ "${1:-}" = "--quick" ]; then
+  # Criterion's test mode: every bench once.
+  cargo test --release -p neuropods-core --benches
+  out="$(mktemp -d)"
+  trap 'rm -rf "$out"' EXIT
+  "$VENV/bin/python" benchmarks/run.py --quick --out "$out"
+else
+  cargo bench -p neuropods-core --benches 2>&1 | tee benchmarks/criterion.txt
+  "$VENV/bin/python" benchmarks/run.py
+fi
