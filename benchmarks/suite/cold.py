@@ -11,7 +11,7 @@ import sys
 import time
 from typing import Callable, Dict, List
 
-from .harness import Comparison, Settings, interleave, paired, run_child, summary
+from .harness import Comparison, Settings, interleave, paired, run_child
 
 MODEL_FILES = {"torchscript": "0/data/model.pt", "tensorflow": "0/data/model.pb"}
 

@@ -17,9 +17,11 @@ fn bench(c: &mut Criterion) {
         write.bench_with_input(BenchmarkId::new("write_tensor", bytes), &tensor, |b, t| {
             b.iter(|| write_tensor(black_box(t), &mut out).unwrap())
         });
-        write.bench_with_input(BenchmarkId::new("copy_from_slice", bytes), &payload, |b, p| {
-            b.iter(|| copy.copy_from_slice(black_box(p)))
-        });
+        write.bench_with_input(
+            BenchmarkId::new("copy_from_slice", bytes),
+            &payload,
+            |b, p| b.iter(|| copy.copy_from_slice(black_box(p))),
+        );
     }
     write.finish();
 

@@ -17,7 +17,12 @@ fn tensors(names: &[&str], shape: &[usize]) -> TensorMap {
     let numel = shape.iter().product();
     names
         .iter()
-        .map(|n| (n.to_string(), Tensor::from_vec(shape.to_vec(), vec![0f32; numel]).unwrap()))
+        .map(|n| {
+            (
+                n.to_string(),
+                Tensor::from_vec(shape.to_vec(), vec![0f32; numel]).unwrap(),
+            )
+        })
         .collect()
 }
 
@@ -31,7 +36,13 @@ fn bench(c: &mut Criterion) {
     c.bench_function("validate 2 inputs, 1 symbol", |b| {
         b.iter(|| {
             let mut bindings = SymbolBindings::new();
-            validate(black_box(&two), black_box(&two_tensors), Direction::Input, &mut bindings).unwrap();
+            validate(
+                black_box(&two),
+                black_box(&two_tensors),
+                Direction::Input,
+                &mut bindings,
+            )
+            .unwrap();
         })
     });
 
@@ -39,24 +50,44 @@ fn bench(c: &mut Criterion) {
     let names: Vec<String> = (0..16).map(|i| format!("input_{i}")).collect();
     let wide: Vec<TensorSpec> = names
         .iter()
-        .map(|n| spec(n, vec![Dim::Symbol("batch".into()), Dim::Fixed(8), Dim::Any]))
+        .map(|n| {
+            spec(
+                n,
+                vec![Dim::Symbol("batch".into()), Dim::Fixed(8), Dim::Any],
+            )
+        })
         .collect();
     let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
     let wide_tensors = tensors(&name_refs, &[32, 8, 3]);
     c.bench_function("validate 16 inputs, rank 3", |b| {
         b.iter(|| {
             let mut bindings = SymbolBindings::new();
-            validate(black_box(&wide), black_box(&wide_tensors), Direction::Input, &mut bindings).unwrap();
+            validate(
+                black_box(&wide),
+                black_box(&wide_tensors),
+                Direction::Input,
+                &mut bindings,
+            )
+            .unwrap();
         })
     });
 
     // The error path: an unknown name is reported with the expected names.
     let mut unknown = two_tensors.clone();
-    unknown.insert("z".into(), Tensor::from_vec(vec![4], vec![0f32; 4]).unwrap());
+    unknown.insert(
+        "z".into(),
+        Tensor::from_vec(vec![4], vec![0f32; 4]).unwrap(),
+    );
     c.bench_function("validate, unknown input (error)", |b| {
         b.iter(|| {
             let mut bindings = SymbolBindings::new();
-            validate(black_box(&two), black_box(&unknown), Direction::Input, &mut bindings).unwrap_err();
+            validate(
+                black_box(&two),
+                black_box(&unknown),
+                Direction::Input,
+                &mut bindings,
+            )
+            .unwrap_err();
         })
     });
 }
