@@ -1,7 +1,6 @@
 """TensorFlow models made by TF in fixtures, packaged with
 create_tensorflow_neuropod and run through the same API as TorchScript."""
 
-import concurrent.futures
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -134,24 +133,6 @@ def test_packager_refuses_ambiguous_sources(tmp_path, frozen_graph_file):
         create_tensorflow_neuropod(tmp_path / "d", graph_def=addition_graph_def(),
                                    node_name_mapping={"x": "some_namespace/in_x", "y": "some_namespace/in_y"}, **common)
     assert not any((tmp_path / n).exists() for n in "abcd")
-
-
-def test_torch_and_tf_models_alternate_across_threads(tmp_path, addition_package):
-    create_tensorflow_neuropod(
-        neuropod_path=tmp_path / "tfadd", model_name="addition", input_spec=ADD_SPEC_IN,
-        output_spec=ADD_SPEC_OUT, node_name_mapping=ADD_MAPPING, graph_def=addition_graph_def(),
-    )
-    tf_model = load_neuropod(tmp_path / "tfadd")
-    torch_model = load_neuropod(addition_package)
-
-    def work(i):
-        x = np.full(3, i, np.float32)
-        for model in (tf_model, torch_model) * 25:
-            np.testing.assert_array_equal(model.infer({"x": x, "y": x})["out"], x * 2)
-        return i
-
-    with concurrent.futures.ThreadPoolExecutor(4) as pool:
-        assert sorted(pool.map(work, range(8))) == list(range(8))
 
 
 def test_keras_functional_model_matches_predict(tmp_path):

@@ -10,35 +10,10 @@ import pytest
 import torch
 
 import models_for_tests as M
-import neuropods_native
 from helpers import load, spec
 
 THREADS = 8
 CALLS = 200
-
-
-def test_shared_model_many_threads(addition_package):
-    model = load(addition_package)
-    barrier = threading.Barrier(THREADS)
-
-    def work(t):
-        barrier.wait()
-        bad = []
-        for i in range(CALLS):
-            n = 1 + (t * 7 + i) % 13  # varying sizes too
-            x = np.arange(n, dtype=np.float32) + t * 1000
-            y = np.full(n, i, np.float32)
-            out = model.infer({"x": x, "y": y})["out"]
-            if out.shape != (n,) or not np.array_equal(out, x + y):
-                bad.append((t, i, out))
-        return bad
-
-    try:
-        with ThreadPoolExecutor(THREADS) as pool:
-            results = list(pool.map(work, range(THREADS)))
-    finally:
-        model.close()
-    assert [r for r in results if r] == []
 
 
 def test_shared_mlp_many_threads(mlp_package, mlp_module):
@@ -66,41 +41,6 @@ def test_string_model_many_threads(strings_package):
 
         with ThreadPoolExecutor(THREADS) as pool:
             assert list(pool.map(work, range(THREADS))) == [None] * THREADS
-
-
-def test_close_while_other_threads_infer(addition_package):
-    # Raise one Neuropods error first: the first one of a process used to
-    # deadlock when raised by Neuropod.model() under contention (covered by
-    # test_first_error_deadlock in a fresh process, with a timeout); should
-    # that come back, this in-process test must not hang the whole suite.
-    with pytest.raises(neuropods_native.SerializationError):
-        neuropods_native.deserialize(b"")
-    model = load(addition_package)
-    started = threading.Event()
-    errors = []
-
-    def work():
-        x = np.ones(100, np.float32)
-        started.set()
-        deadline = time.perf_counter() + 30
-        while time.perf_counter() < deadline:
-            try:
-                out = model.infer({"x": x, "y": x})["out"]
-            except neuropods_native.ModelClosedError:
-                return
-            if not np.array_equal(out, x * 2):
-                errors.append(out)
-        errors.append("never saw the model closed")
-
-    threads = [threading.Thread(target=work) for _ in range(4)]
-    for t in threads:
-        t.start()
-    started.wait()
-    time.sleep(0.01)
-    model.close()
-    for t in threads:
-        t.join()
-    assert errors == []
 
 
 # ------------------------------------------------------------------ the GIL
