@@ -1,8 +1,3 @@
-// config.json is untrusted input: no panicking access.
-#![cfg_attr(
-    not(test),
-    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
-)]
 //! `config.json`: the model's name, platform and specs, in the original
 //! Neuropod's format. Parsing is by hand so that every error names the field.
 

@@ -19,6 +19,12 @@
 //! # Ok::<(), neuropods_core::Error>(())
 //! ```
 #![deny(missing_docs)]
+// The core reads untrusted data (blobs, config.json, zip packages, callers'
+// tensors): no panicking access anywhere in it, outside tests.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
 
 pub mod backend;
 pub mod config;

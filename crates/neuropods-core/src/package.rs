@@ -1,8 +1,3 @@
-// Packages may be hostile (zips from elsewhere): no panicking access.
-#![cfg_attr(
-    not(test),
-    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
-)]
 //! Packages on disk: a directory, or a zip of that directory's tree.
 //!
 //! A zip is extracted into a private temporary folder that lives as long as

@@ -1,8 +1,3 @@
-// Blobs come from anywhere: no panicking access on the reading side.
-#![cfg_attr(
-    not(test),
-    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
-)]
 //! A self-describing binary form of one tensor or of a [`TensorMap`], for
 //! sending tensors between processes or storing them (the exact layout is in
 //! `docs/serialization.md`).

@@ -308,10 +308,9 @@ impl Tensor {
         }
         // Reading any other byte as a Rust `bool` is undefined behaviour.
         if dtype == DType::Bool {
-            if let Some(i) = buffer.iter().position(|&b| b > 1) {
+            if let Some((i, b)) = buffer.iter().enumerate().find(|(_, &b)| b > 1) {
                 return Err(Error::InvalidInput(format!(
-                    "bool element {i} is {}, not 0 or 1",
-                    buffer[i]
+                    "bool element {i} is {b}, not 0 or 1"
                 )));
             }
         }

@@ -55,7 +55,11 @@ fn tensorflow_startup_line_kept(line: &str) -> bool {
 
 fn tensorflow_line_kept(line: &str, min_level: i32) -> bool {
     let bytes = line.as_bytes();
-    let info = bytes.len() > 5 && bytes[0] == b'I' && bytes[1..5].iter().all(u8::is_ascii_digit);
+    let info = bytes.len() > 5
+        && bytes.first() == Some(&b'I')
+        && bytes
+            .get(1..5)
+            .is_some_and(|d| d.iter().all(u8::is_ascii_digit));
     let absl_notice = line.starts_with("WARNING: All log messages before absl::InitializeLog()");
     min_level < 1 || !(info || absl_notice)
 }
@@ -94,6 +98,8 @@ pub const BACKENDS: &[BackendInfo] = &[
 ];
 
 /// The backend facts for a platform.
+// BACKENDS has an entry for every platform; the fallback is never taken.
+#[allow(clippy::indexing_slicing)]
 pub fn info(platform: Platform) -> &'static BackendInfo {
     BACKENDS
         .iter()
