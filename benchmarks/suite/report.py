@@ -11,8 +11,9 @@ from typing import Any, Dict, List
 THREAD_SETTINGS = {
     "1": "torch and Neuropods: 1 intra-op thread",
     "2": "torch and Neuropods: 1 intra-op thread",
-    "3": "both sides at TF's defaults, then both with ops on the calling thread",
-    "4": "1 intra-op and 1 inter-op thread on every side (eager included)",
+    "3": "neuropods and the sessions at TF's defaults, then both with ops on the calling thread; "
+    "signature calls run eagerly with 1 intra-op thread (set for case 4; no matter for a 4-element add)",
+    "4": "1 intra-op thread on every side (eager included); 1 inter-op thread for neuropods and the session",
     "5": "not applicable (no framework)",
     "6": "not applicable (no framework)",
     "7": "framework defaults",
