@@ -1,5 +1,5 @@
 //! TensorFlow packages made by TF itself (the venv's python:
-//! `NEUROPODS_PYTHON`, else `PYO3_PYTHON`, else `python3`), run from Rust:
+//! `NEUROPODS_PYTHON`, else `python3` on `PATH`, as the core finds it), run from Rust:
 //! a frozen GraphDef written the way the original Neuropod packaged them
 //! (namespaced nodes, `node_name_mapping`), and a SavedModel with variables,
 //! a string input and outputs of two dtypes.
@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use neuropods_core::backend::registry;
+use neuropods_core::backend::registry::{self, python_executable};
 use neuropods_core::{Error, LoadOptions, Neuropod, Platform, Tensor, TensorMap};
 
 const MAKE_PACKAGES: &str = r#"
@@ -56,17 +56,10 @@ write(os.path.join(saved_pkg, "config.json"), {
     "output_spec": [{"name": "scaled", "dtype": "float32", "shape": [3]}, {"name": "lengths", "dtype": "int32", "shape": [None]}]})
 "#;
 
-fn python() -> String {
-    ["NEUROPODS_PYTHON", "PYO3_PYTHON"]
-        .iter()
-        .find_map(|v| std::env::var(v).ok())
-        .unwrap_or_else(|| "python3".into())
-}
-
 fn make_packages(dir: &Path) {
     let script = dir.join("make_packages.py");
     std::fs::write(&script, MAKE_PACKAGES).unwrap();
-    let status = Command::new(python())
+    let status = Command::new(python_executable())
         .arg(&script)
         .arg(dir)
         .status()
@@ -74,7 +67,7 @@ fn make_packages(dir: &Path) {
     assert!(
         status.success(),
         "making the packages with {} failed",
-        python()
+        python_executable().display()
     );
 }
 

@@ -1,12 +1,12 @@
 //! A Rust program running a TorchScript package that torch made: the
 //! package is written by the Python packager (the venv's python, with torch
-//! and neuropods installed: `NEUROPODS_PYTHON`, else `PYO3_PYTHON`, else
-//! `python3`), together with torch's own output for the same input.
+//! and neuropods installed: `NEUROPODS_PYTHON`, else `python3` on `PATH`,
+//! as the core finds it), together with torch's own output for the same input.
 
 use std::path::Path;
 use std::process::Command;
 
-use neuropods_core::backend::registry;
+use neuropods_core::backend::registry::{self, python_executable};
 use neuropods_core::{LoadOptions, Neuropod, Platform, Tensor, TensorMap};
 
 const MAKE_PACKAGE: &str = r#"
@@ -37,18 +37,11 @@ create_torchscript_neuropod(
 json.dump({"x": x.ravel().tolist(), "y": expected.ravel().tolist()}, open(sys.argv[1] + "/expected.json", "w"))
 "#;
 
-fn python() -> String {
-    ["NEUROPODS_PYTHON", "PYO3_PYTHON"]
-        .iter()
-        .find_map(|v| std::env::var(v).ok())
-        .unwrap_or_else(|| "python3".into())
-}
-
 fn make_package(dir: &Path) -> (Vec<f32>, Vec<f32>) {
     // torch.jit.script reads the module's source, so the script is a file.
     let script = dir.join("make_package.py");
     std::fs::write(&script, MAKE_PACKAGE).unwrap();
-    let status = Command::new(python())
+    let status = Command::new(python_executable())
         .arg(&script)
         .arg(dir)
         .status()
@@ -56,7 +49,7 @@ fn make_package(dir: &Path) -> (Vec<f32>, Vec<f32>) {
     assert!(
         status.success(),
         "making the package with {} failed",
-        python()
+        python_executable().display()
     );
     let text = std::fs::read_to_string(dir.join("expected.json")).unwrap();
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
