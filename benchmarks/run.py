@@ -11,7 +11,6 @@ import argparse
 import datetime
 import json
 import os
-import subprocess
 import sys
 import tempfile
 
@@ -19,6 +18,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 from suite import report  # noqa: E402
+from suite.harness import run_child  # noqa: E402
 
 GROUPS = ["torchscript", "tensorflow", "python_platform", "serialization", "memory", "threads", "cold"]
 
@@ -41,13 +41,10 @@ def main() -> None:
         for group in groups:
             print(f"[{group}]", flush=True)
             out = os.path.join(scratch, f"{group}.json")
-            done = subprocess.run(
-                [sys.executable, "-m", "suite.group", group, out, str(rounds), str(calls), "1" if args.quick else "0"],
-                cwd=HERE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            )
-            if done.returncode != 0:
-                sys.stderr.write(done.stdout + done.stderr)
-                sys.exit(f"benchmark group {group} failed (exit {done.returncode})")
+            try:
+                run_child("group", group, out, str(rounds), str(calls), "1" if args.quick else "0")
+            except RuntimeError as e:
+                sys.exit(str(e))
             with open(out) as f:
                 group_rows = json.load(f)
             for row in group_rows:

@@ -8,9 +8,14 @@ medians taken minutes apart.
 """
 
 import dataclasses
+import os
 import statistics
+import subprocess
+import sys
 import time
 from typing import Callable, Dict, List, Optional
+
+BENCHMARKS_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @dataclasses.dataclass
@@ -111,14 +116,11 @@ def paired(
 
 
 def run_child(module: str, *args: str) -> None:
-    """Runs `python -m suite.MODULE ARGS...` in a fresh process (cwd is the
-    benchmarks folder); a failure raises with the child's stderr."""
-    import subprocess
-    import sys
-
+    """Runs `python -m suite.MODULE ARGS...` in a fresh process, from the
+    benchmarks folder; a failure raises with the child's stderr."""
     done = subprocess.run(
         [sys.executable, "-m", f"suite.{module}", *args],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        cwd=BENCHMARKS_DIR, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
     if done.returncode != 0:
         raise RuntimeError(f"suite.{module} {' '.join(args)} failed:\n{done.stderr[-4000:]}")
