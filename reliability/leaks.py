@@ -16,8 +16,6 @@ import tempfile
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 PLATFORMS = ["torchscript", "tensorflow", "python", "serialization"]
-SPEC_IN = [{"name": "x", "dtype": "float32", "shape": ("n",)}, {"name": "y", "dtype": "float32", "shape": ("n",)}]
-SPEC_OUT = [{"name": "out", "dtype": "float32", "shape": ("n",)}]
 
 
 def rss_bytes() -> int:
@@ -28,56 +26,19 @@ def rss_bytes() -> int:
     raise RuntimeError("no VmRSS")
 
 
-def addition_package(platform: str, work: str) -> str:
-    path = os.path.join(work, platform)
-    if platform == "torchscript":
-        import warnings
+def package(platform: str, work: str) -> str:
+    """The benchmark suite's tiny package for `platform` (out = 2 * x)."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+    from suite.memory import package as doubling_package
 
-        import torch
-
-        from neuropods.packagers import create_torchscript_neuropod
-
-        class Add(torch.nn.Module):
-            def forward(self, x, y):
-                return {"out": x + y}
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript is deprecated
-            create_torchscript_neuropod(path, "add", module=torch.jit.script(Add()),
-                                        input_spec=SPEC_IN, output_spec=SPEC_OUT)
-    elif platform == "tensorflow":
-        import tensorflow as tf
-
-        from neuropods.packagers import create_tensorflow_neuropod
-
-        graph = tf.Graph()
-        with graph.as_default():
-            x = tf.compat.v1.placeholder(tf.float32, [None], name="x")
-            y = tf.compat.v1.placeholder(tf.float32, [None], name="y")
-            tf.add(x, y, name="out")
-        create_tensorflow_neuropod(neuropod_path=path, model_name="add", input_spec=SPEC_IN, output_spec=SPEC_OUT,
-                                   node_name_mapping={"x": "x:0", "y": "y:0", "out": "out:0"},
-                                   graph_def=graph.as_graph_def())
-    else:
-        from neuropods.packagers import create_python_neuropod
-
-        source = os.path.join(work, "src", "leak_adder")
-        os.makedirs(source)
-        with open(os.path.join(source, "__init__.py"), "w") as f:
-            f.write("def get_model(data_root):\n    return lambda x, y: {'out': x + y}\n")
-        create_python_neuropod(path, "add", data_paths=[],
-                               code_path_spec=[{"python_root": os.path.dirname(source),
-                                                "dirs_to_package": ["leak_adder"]}],
-                               entrypoint_package="leak_adder", entrypoint="get_model",
-                               input_spec=SPEC_IN, output_spec=SPEC_OUT)
-    return path
+    return doubling_package(platform, work)
 
 
 def child(platform: str, calls: int, warmup: int) -> dict:
     import numpy as np
 
     x = np.arange(64, dtype=np.float32)
-    expected = x + x
+    expected = 2 * x
     if platform == "serialization":
         import neuropods_native
 
@@ -88,10 +49,10 @@ def child(platform: str, calls: int, warmup: int) -> dict:
         from neuropods.loader import load_neuropod
 
         work = tempfile.mkdtemp()
-        model = load_neuropod(addition_package(platform, work))
+        model = load_neuropod(package(platform, work))
 
         def step():
-            out = model.infer({"x": x, "y": x})["out"]
+            out = model.infer({"x": x})["out"]
             assert out[5] == expected[5]
 
     for _ in range(warmup):
