@@ -12,6 +12,11 @@ NEUROPODS_HOME = os.environ.get("NEUROPODS_HOME", os.path.expanduser("~/.cache/n
 TORCH_DIR = os.path.dirname(torch.__file__)
 
 
+# String outputs are numpy's variable-width StringDType on numpy >= 2
+# (kind "T"), fixed-width unicode (kind "U") before.
+STRING_KIND = "T" if int(np.__version__.split(".")[0]) >= 2 else "U"
+
+
 def spec(name: str, dtype: Any, shape: tuple) -> Dict[str, Any]:
     return {"name": name, "dtype": dtype, "shape": shape}
 

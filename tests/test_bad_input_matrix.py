@@ -90,12 +90,14 @@ def blob(array=F32) -> bytes:
     return N.serialize(array)
 
 
-def absurd_dims() -> bytes:
-    """A valid header and entry claiming 2^40 x 2^40 float32 elements."""
+def absurd_dims(dims=(1 << 40, 1 << 40), dtype_code=2) -> bytes:
+    """A valid header and an entry of dtype `dtype_code` (float32 unless
+    said) claiming `dims`, with a payload length of 2^62."""
     b = bytearray(blob())
-    rank_at = 16 + 4 + 0 + 4  # header, name length, (empty) name, dtype
-    struct.pack_into("<I", b, rank_at, 2)
-    return bytes(b[: rank_at + 4]) + struct.pack("<QQQ", 1 << 40, 1 << 40, 1 << 62)
+    dtype_at = 16 + 4 + 0  # header, name length, (empty) name
+    struct.pack_into("<II", b, dtype_at, dtype_code, len(dims))
+    dims_at = dtype_at + 8
+    return bytes(b[:dims_at]) + b"".join(struct.pack("<Q", d) for d in dims) + struct.pack("<Q", 1 << 62)
 
 
 def zip_bomb(c: Context) -> str:
@@ -163,6 +165,13 @@ CASES = {
                          ["'x'", "expected a numpy array, got float"]),
     "object_array_of_ints": Case(lambda c: c.infer({"x": np.array([1, 2], dtype=object), "y": F32}),
                                  N.InputTypeError, ["'x'", "object array element 0 is int"]),
+    "lone_surrogate_in_unicode_array": Case(lambda c: c.infer({"x": np.array(["a\ud800"]), "y": F32}),
+                                            N.InputTypeError, ["'x'", "element 0", "UTF-8"]),
+    "lone_surrogate_in_object_array": Case(lambda c: c.infer({"x": np.array(["a", "b\udfff"], dtype=object),
+                                                              "y": F32}),
+                                           N.InputTypeError, ["'x'", "element 1 is a str", "UTF-8"]),
+    "lone_surrogate_in_input_name": Case(lambda c: c.infer({"x\ud800": F32}), N.InputTypeError,
+                                         ["tensor name", "x\\ud800", "UTF-8"]),
     "object_array_with_none": Case(lambda c: c.infer({"x": np.array(["a", None], dtype=object), "y": F32}),
                                    N.InputTypeError, ["'x'", "element 1 is NoneType"]),
     "complex_dtype": Case(lambda c: c.infer({"x": np.zeros(3, np.complex64), "y": F32}),
@@ -227,7 +236,15 @@ CASES = {
     "deserialize_bad_dtype": Case(lambda c: N.deserialize(blob()[:20] + b"\x63\x00\x00\x00" + blob()[24:]),
                                   N.SerializationError, ["dtype", "99"]),
     "deserialize_absurd_size": Case(lambda c: N.deserialize(absurd_dims()), N.SerializationError,
-                                    ["shape [1099511627776, 1099511627776]", "more elements than fit"]),
+                                    ["shape [1099511627776, 1099511627776]", "too large to describe memory"]),
+    "deserialize_zero_and_huge_dim": Case(lambda c: N.deserialize(absurd_dims((0, 1 << 63))),
+                                          N.SerializationError, ["[0, 9223372036854775808]", "too large"]),
+    "deserialize_rank_65": Case(lambda c: N.deserialize(absurd_dims((1,) * 65, dtype_code=13)),
+                                N.SerializationError, ["rank 65", "64 dimensions"]),
+    "serialize_lone_surrogate": Case(lambda c: N.serialize(np.array(["ok", "\ud800"])), N.InputTypeError,
+                                     ["element 1", "UTF-8"]),
+    "serialize_lone_surrogate_key": Case(lambda c: N.serialize({"\ud800": F32}), N.InputTypeError,
+                                         ["tensor name", "\\ud800", "UTF-8"]),
     "deserialize_empty": Case(lambda c: N.deserialize(b""), N.SerializationError, ["0 bytes", "header"]),
     "deserialize_not_bytes": Case(lambda c: N.deserialize(12), N.InputTypeError, ["bytes-like", "int"]),
     "serialize_list": Case(lambda c: N.serialize([1, 2]), N.InputTypeError, ["list"]),

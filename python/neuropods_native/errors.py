@@ -20,6 +20,7 @@ __all__ = [
     "BackendError",
     "ModelClosedError",
     "NeuropodIOError",
+    "OutOfMemoryError",
     "InternalError",
 ]
 
@@ -95,6 +96,12 @@ class ModelClosedError(NeuropodError, RuntimeError):
 
 class NeuropodIOError(NeuropodError, OSError):
     """A file could not be read or written."""
+
+
+class OutOfMemoryError(NeuropodError, MemoryError):
+    """Memory ran out, or a result would not fit in memory (e.g. strings as
+    fixed-width unicode on numpy < 2). Also a ``MemoryError``, so handlers
+    of running out of memory catch it."""
 
 
 class InternalError(NeuropodError, RuntimeError):

@@ -91,6 +91,18 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The call was interrupted (Ctrl-C reached a python model as
+    /// `KeyboardInterrupt`); Python callers get `KeyboardInterrupt` back.
+    #[error("interrupted: {0}")]
+    Interrupted(String),
+    /// A python model raised `SystemExit`; the message is its code or text.
+    /// Python callers get `SystemExit` back, with that code.
+    #[error("the model asked to exit: {0}")]
+    Exit(String),
+    /// Memory ran out, or a result would not fit in memory (e.g. a string
+    /// tensor as fixed-width unicode): the call fails, the process lives.
+    #[error("out of memory: {0}")]
+    OutOfMemory(String),
     /// A bug: a panic was caught, or an invariant broke.
     #[error("internal error: {0}")]
     Internal(String),

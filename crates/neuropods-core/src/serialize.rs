@@ -14,7 +14,7 @@
 //! host.
 
 use crate::error::{Error, Result};
-use crate::tensor::{checked_numel, Buffer, DType, Tensor, TensorData, TensorMap};
+use crate::tensor::{check_shape, checked_numel, Buffer, DType, Tensor, TensorData, TensorMap};
 
 /// First 8 bytes of every blob.
 pub const MAGIC: [u8; 8] = *b"NEUROPOD";
@@ -248,10 +248,10 @@ fn encode<'a>(
                 let payload = strings.len() * 8 + text;
                 sink.put(&(payload as u64).to_le_bytes());
                 sink.pad_to_payload();
-                for s in strings {
+                for s in strings.iter() {
                     sink.put(&(s.len() as u64).to_le_bytes());
                 }
-                for s in strings {
+                for s in strings.iter() {
                     sink.put(s.as_bytes());
                 }
             }
@@ -430,6 +430,12 @@ fn read_tensor(r: &mut Reader<'_>, buf: &Buffer) -> Result<Tensor, String> {
         shape
             .push(usize::try_from(d).map_err(|_| format!("dim {i} = {d} does not fit in memory"))?);
     }
+    // Before the payload is looked at: a shape no layer could hold is an
+    // error whatever the payload says.
+    check_shape(&shape).map_err(|e| match e {
+        Error::InvalidInput(message) => message,
+        other => other.to_string(),
+    })?;
     let numel = checked_numel(&shape).ok_or_else(|| {
         format!(
             "shape {} has more elements than fit in memory",
@@ -863,15 +869,32 @@ mod tests {
     fn dims_overflow() {
         let big = 1u64 << 32;
         let b = blob(KIND_MAP, &[raw("x", DType::Int8, &[big, big, big], &[])]);
-        assert_err(&b, "entry 0 ('x'): shape [4294967296, 4294967296, 4294967296] has more elements than fit in memory");
-        // A zero dim does not excuse an overflow before it, as for `Tensor`.
-        let b = blob(KIND_MAP, &[raw("x", DType::Int8, &[big, big, big, 0], &[])]);
-        assert_err(&b, "more elements than fit in memory");
-        let b = blob(KIND_MAP, &[raw("x", DType::Int8, &[0, big, big, big], &[])]);
+        assert_err(
+            &b,
+            "entry 0 ('x'): shape [4294967296, 4294967296, 4294967296] is too large to describe memory",
+        );
+        // A zero dim does not excuse the others: numpy and the frameworks
+        // size strides from them.
+        for dims in [[big, big, big, 0], [0, big, big, big]] {
+            let b = blob(KIND_MAP, &[raw("x", DType::Int8, &dims, &[])]);
+            assert_err(&b, "too large to describe memory");
+        }
+        let b = blob(KIND_MAP, &[raw("x", DType::Int8, &[0, 5, 7], &[])]);
         let Serialized::Map(m) = deserialize_bytes(&b).unwrap() else {
             panic!("not a map")
         };
         assert_eq!(m["x"].numel(), 0);
+        assert_eq!(m["x"].shape(), &[0, 5, 7]);
+    }
+
+    #[test]
+    fn rank_beyond_the_limit() {
+        let dims = [1u64; crate::tensor::MAX_RANK + 1];
+        let b = blob(KIND_TENSOR, &[raw("", DType::Uint8, &dims, &[7])]);
+        assert_err(&b, "rank 65 is more than the 64 dimensions");
+        let dims = [1u64; crate::tensor::MAX_RANK];
+        let b = blob(KIND_TENSOR, &[raw("", DType::Uint8, &dims, &[7])]);
+        assert!(deserialize_bytes(&b).is_ok());
     }
 
     #[test]
@@ -895,7 +918,7 @@ mod tests {
         );
         let huge = 1u64 << 62;
         let b = blob(KIND_MAP, &[raw("x", DType::Float64, &[huge], &[0; 8])]);
-        assert_err(&b, "needs more than fit in memory");
+        assert_err(&b, "too large to describe memory");
     }
 
     #[test]
@@ -925,7 +948,7 @@ mod tests {
             KIND_TENSOR,
             &[raw("", DType::String, &[1u64 << 62], &[0; 8])],
         );
-        assert_err(&b, "cannot hold the lengths of 4611686018427387904 strings");
+        assert_err(&b, "too large to describe memory");
     }
 
     #[test]

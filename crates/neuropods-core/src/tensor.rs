@@ -266,8 +266,9 @@ impl AlignedBufferWriter {
 pub enum TensorData {
     /// Little-endian (native) numeric elements, row-major.
     Numeric(Buffer),
-    /// Strings, row-major.
-    Strings(Vec<String>),
+    /// Strings, row-major; shared, so that cloning a tensor (e.g. to hand it
+    /// to a backend) copies no string.
+    Strings(Arc<Vec<String>>),
 }
 
 /// A dense, row-major tensor on the CPU.
@@ -286,6 +287,40 @@ pub fn checked_numel(shape: &[usize]) -> Option<usize> {
     shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d))
 }
 
+/// Most dimensions a tensor may have (numpy's limit since 2.0).
+pub const MAX_RANK: usize = 64;
+
+/// The widest element any layer may store per element (numpy's
+/// variable-width strings take 16 bytes), for [`check_shape`].
+const WIDEST_ELEMENT: usize = 16;
+
+/// Checks that a shape can describe memory in every layer it may reach: at
+/// most [`MAX_RANK`] dims, and the product of its non-zero dims, at the
+/// widest element size, within `isize::MAX` bytes. A zero dim makes a tensor
+/// empty, but numpy and the frameworks still size strides from the other
+/// dims, and refuse (or overflow on) shapes like `[0, 2^63]`.
+pub fn check_shape(shape: &[usize]) -> Result<()> {
+    if shape.len() > MAX_RANK {
+        return Err(Error::InvalidInput(format!(
+            "rank {} is more than the {MAX_RANK} dimensions a tensor may have",
+            shape.len()
+        )));
+    }
+    let extent = shape
+        .iter()
+        .filter(|&&d| d != 0)
+        .try_fold(WIDEST_ELEMENT, |acc, &d| acc.checked_mul(d))
+        .filter(|&bytes| isize::try_from(bytes).is_ok());
+    if extent.is_none() {
+        let shown = shape.get(..8).unwrap_or(shape);
+        return Err(Error::InvalidInput(format!(
+            "shape {shown:?}{} is too large to describe memory",
+            if shape.len() > 8 { "..." } else { "" }
+        )));
+    }
+    Ok(())
+}
+
 impl Tensor {
     /// A numeric tensor taking ownership of `data`.
     pub fn from_vec<T: Element>(shape: Vec<usize>, data: Vec<T>) -> Result<Tensor> {
@@ -297,6 +332,7 @@ impl Tensor {
         let item = dtype.item_size().ok_or_else(|| {
             Error::InvalidInput("a string tensor cannot be made from a byte buffer".into())
         })?;
+        check_shape(&shape)?;
         let expected = checked_numel(&shape)
             .and_then(|n| n.checked_mul(item))
             .ok_or_else(|| Error::InvalidInput(format!("shape {shape:?} is too large")))?;
@@ -323,6 +359,7 @@ impl Tensor {
 
     /// A string tensor.
     pub fn from_strings(shape: Vec<usize>, strings: Vec<String>) -> Result<Tensor> {
+        check_shape(&shape)?;
         if checked_numel(&shape) != Some(strings.len()) {
             return Err(Error::InvalidInput(format!(
                 "string tensor of shape {shape:?} needs {} elements, got {}",
@@ -333,7 +370,7 @@ impl Tensor {
         Ok(Tensor {
             dtype: DType::String,
             shape,
-            data: TensorData::Strings(strings),
+            data: TensorData::Strings(Arc::new(strings)),
         })
     }
 
@@ -371,7 +408,7 @@ impl Tensor {
     /// The strings, if a string tensor.
     pub fn strings(&self) -> Option<&[String]> {
         match &self.data {
-            TensorData::Strings(s) => Some(s),
+            TensorData::Strings(s) => Some(s.as_slice()),
             TensorData::Numeric(_) => None,
         }
     }

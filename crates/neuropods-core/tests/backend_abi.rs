@@ -6,11 +6,17 @@
 use std::fs;
 use std::io::Write;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use neuropods_core::backend::abi::BackendVTable;
 use neuropods_core::backend::plugin::{self, Backend, BackendModel, LoadContext};
 use neuropods_core::backend::registry;
-use neuropods_core::{Error, LoadOptions, Neuropod, Platform, Result, Tensor, TensorMap};
+use neuropods_core::{Buffer, Error, LoadOptions, Neuropod, Platform, Result, Tensor, TensorMap};
+
+/// Inputs the test model was asked to keep (x[0] == -4), as a model with a
+/// cache or a history would.
+static KEPT: Mutex<Vec<Tensor>> = Mutex::new(Vec::new());
 
 /// Doubles `x`, upper-cases `s`; fails or panics on request.
 struct TestBackend;
@@ -30,6 +36,9 @@ impl BackendModel for TestModel {
             }
             if values.first() == Some(&-2.0) {
                 panic!("test backend panics on -2");
+            }
+            if values.first() == Some(&-4.0) {
+                KEPT.lock().unwrap().push(x.clone());
             }
             if values.first() == Some(&-3.0) {
                 // Breaks the output spec on purpose (int32 instead of float32).
@@ -303,4 +312,63 @@ fn manifest_detects_changed_missing_and_extra_files() {
         .unwrap_err()
         .to_string()
         .contains("is not in the manifest"));
+}
+
+/// Caller memory that counts how often it is freed.
+struct CountedMemory {
+    _values: Vec<f32>,
+    frees: Arc<AtomicUsize>,
+}
+
+impl Drop for CountedMemory {
+    fn drop(&mut self) {
+        self.frees.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+fn counted_input(values: Vec<f32>) -> (TensorMap, Arc<AtomicUsize>) {
+    let frees = Arc::new(AtomicUsize::new(0));
+    let (ptr, len) = (values.as_ptr() as *const u8, values.len() * 4);
+    let owner = Arc::new(CountedMemory {
+        _values: values,
+        frees: frees.clone(),
+    });
+    // SAFETY: the Vec's heap block lives, unchanged, as long as `owner`.
+    let buffer = unsafe { Buffer::from_raw_parts(ptr, len, owner) };
+    let mut m = TensorMap::new();
+    m.insert(
+        "x".into(),
+        Tensor::from_buffer(neuropods_core::DType::Float32, vec![len / 4], buffer).unwrap(),
+    );
+    (m, frees)
+}
+
+#[test]
+fn an_input_the_backend_keeps_keeps_the_callers_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    write_package(dir.path());
+    let model = load(dir.path()).unwrap();
+    let (inputs, frees) = counted_input(vec![-4.0, 8.0]);
+    model.infer(&inputs).unwrap();
+    drop(inputs);
+    // The caller let go; the backend's copy of the owner holds the memory.
+    assert_eq!(frees.load(Ordering::SeqCst), 0);
+    let kept = KEPT.lock().unwrap().pop().unwrap();
+    assert_eq!(kept.as_slice::<f32>().unwrap(), &[-4.0, 8.0]);
+    drop(kept);
+    assert_eq!(frees.load(Ordering::SeqCst), 1, "released exactly once");
+}
+
+#[test]
+fn inputs_are_released_after_calls_that_succeed_fail_or_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    write_package(dir.path());
+    let model = load(dir.path()).unwrap();
+    for first in [1.0, -1.0, -2.0] {
+        let (inputs, frees) = counted_input(vec![first, 2.0]);
+        let result = model.infer(&inputs);
+        assert_eq!(result.is_ok(), first == 1.0);
+        drop(inputs);
+        assert_eq!(frees.load(Ordering::SeqCst), 1, "x[0] = {first}");
+    }
 }

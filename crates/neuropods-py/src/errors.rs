@@ -58,13 +58,35 @@ fn class_of(err: &Error) -> &'static str {
         Error::Backend { .. } => "BackendError",
         Error::Serialization(_) => "SerializationError",
         Error::Io { .. } => "NeuropodIOError",
+        Error::OutOfMemory(_) => "OutOfMemoryError",
         _ => "InternalError",
     }
 }
 
-/// Converts a core error.
+/// Converts a core error. Ctrl-C and `sys.exit` inside a python model come
+/// back as themselves (`KeyboardInterrupt`, `SystemExit` with its code), so
+/// that `except Exception` does not swallow them.
 pub fn to_py(py: Python<'_>, err: Error) -> PyErr {
-    raise(py, class_of(&err), err.to_string())
+    match err {
+        Error::Interrupted(message) => pyo3::exceptions::PyKeyboardInterrupt::new_err(message),
+        Error::Exit(code) => match code.parse::<i64>() {
+            Ok(n) => pyo3::exceptions::PySystemExit::new_err(n),
+            Err(_) if code == "None" => pyo3::exceptions::PySystemExit::new_err(py.None()),
+            Err(_) => pyo3::exceptions::PySystemExit::new_err(code),
+        },
+        err => raise(py, class_of(&err), err.to_string()),
+    }
+}
+
+/// A Python exception raised while Neuropods handled the caller's values
+/// (reading an array, a name): the caller's own `KeyboardInterrupt`,
+/// `SystemExit` and `MemoryError` pass as they are; anything else becomes
+/// `class_name` with the culprit named, so every error is a `NeuropodError`.
+pub fn wrap_py(py: Python<'_>, err: PyErr, class_name: &str, culprit: &str) -> PyErr {
+    if neuropods_python::arrays::is_control_flow(py, &err) {
+        return err;
+    }
+    raise(py, class_name, format!("{culprit}: {err}"))
 }
 
 /// Runs `f`; a Rust panic becomes `InternalError` instead of unwinding

@@ -5,9 +5,9 @@ use std::sync::{Arc, Mutex};
 
 use neuropods_core::{Dim, LoadOptions, TensorMap, TensorSpec};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyString};
+use pyo3::types::{PyDict, PyList};
 
-use crate::convert::{tensor_from_numpy, tensor_to_numpy, type_error, Access};
+use crate::convert::{tensor_from_numpy, tensor_name, tensor_to_numpy, type_error, Access};
 use crate::errors::{guard, raise, to_py};
 
 /// Load options accepted as keyword arguments, besides `visible_gpu`.
@@ -159,17 +159,7 @@ impl Neuropod {
             };
             let mut tensors = TensorMap::new();
             for (key, value) in inputs.iter() {
-                let Ok(name) = key.cast::<PyString>() else {
-                    return Err(type_error(
-                        py,
-                        format!(
-                            "input names must be str, got {} ({})",
-                            key.get_type().name()?,
-                            key.repr()?
-                        ),
-                    ));
-                };
-                let name = name.to_str()?.to_string();
+                let name = tensor_name(py, &key)?;
                 let tensor = tensor_from_numpy(py, &name, &value)?;
                 tensors.insert(name, tensor);
             }
@@ -179,7 +169,8 @@ impl Neuropod {
             let outputs = outputs.map_err(|e| to_py(py, e))?;
             let dict = PyDict::new(py);
             for (name, tensor) in outputs {
-                dict.set_item(name, tensor_to_numpy(py, tensor, Access::ReadOnly)?)?;
+                let array = tensor_to_numpy(py, &name, tensor, Access::ReadOnly)?;
+                dict.set_item(name, array)?;
             }
             Ok(dict)
         })

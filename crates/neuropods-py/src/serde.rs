@@ -3,9 +3,11 @@
 use neuropods_core::serialize::{self as wire, Serialized};
 use neuropods_core::{Tensor, TensorMap};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyString};
+use pyo3::types::{PyBytes, PyDict};
 
-use crate::convert::{buffer_from_python, tensor_from_numpy, tensor_to_numpy, type_error, Access};
+use crate::convert::{
+    buffer_from_python, tensor_from_numpy, tensor_name, tensor_to_numpy, type_error, Access,
+};
 use crate::errors::{guard, to_py};
 
 /// Serializes a numpy array, or a dict of str to numpy array, to bytes.
@@ -15,13 +17,7 @@ pub fn serialize<'py>(py: Python<'py>, value: &Bound<'py, PyAny>) -> PyResult<Bo
         if let Ok(dict) = value.cast::<PyDict>() {
             let mut map = TensorMap::new();
             for (key, item) in dict.iter() {
-                let Ok(name) = key.cast::<PyString>() else {
-                    return Err(type_error(
-                        py,
-                        format!("keys must be str, got {}", key.get_type().name()?),
-                    ));
-                };
-                let name = name.to_str()?.to_string();
+                let name = tensor_name(py, &key)?;
                 map.insert(name.clone(), tensor_from_numpy(py, &name, &item)?);
             }
             let len = wire::serialized_len_map(&map);
@@ -136,11 +132,12 @@ pub fn deserialize<'py>(py: Python<'py>, data: &Bound<'py, PyAny>) -> PyResult<B
         }
         .map_err(|e| to_py(py, e))?;
         match parsed {
-            Serialized::Tensor(tensor) => tensor_to_numpy(py, tensor, Access::ReadOnly),
+            Serialized::Tensor(tensor) => tensor_to_numpy(py, "value", tensor, Access::ReadOnly),
             Serialized::Map(map) => {
                 let dict = PyDict::new(py);
                 for (name, tensor) in map {
-                    dict.set_item(name, tensor_to_numpy(py, tensor, Access::ReadOnly)?)?;
+                    let array = tensor_to_numpy(py, &name, tensor, Access::ReadOnly)?;
+                    dict.set_item(name, array)?;
                 }
                 Ok(dict.into_any())
             }

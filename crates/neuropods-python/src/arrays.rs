@@ -11,6 +11,7 @@ use numpy::npyffi::{
 };
 use numpy::{PyArrayDescr, PyArrayDescrMethods, PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::prelude::*;
+use pyo3::types::{PyList, PyString};
 
 /// Why a conversion failed.
 #[derive(Debug)]
@@ -92,7 +93,7 @@ pub fn tensor_from_numpy(py: Python<'_>, name: &str, value: &Bound<'_, PyAny>) -
     let kind = descr.kind();
     let shape = array.shape().to_vec();
     match kind {
-        b'U' | b'S' | b'O' => return string_tensor(name, array, kind, shape),
+        b'U' | b'S' | b'O' | b'T' => return string_tensor(name, array, kind, shape),
         _ => {}
     }
     let dtype = numeric_dtype(kind, descr.itemsize()).ok_or_else(|| {
@@ -152,41 +153,31 @@ fn string_tensor(
     shape: Vec<usize>,
 ) -> Result<Tensor> {
     // Strings are always copied: the core holds them as UTF-8.
-    let flat = array.call_method0("ravel")?;
-    let strings: Vec<String> = match kind {
-        b'U' => flat.call_method0("tolist")?.extract()?,
-        b'S' => {
-            let items: Vec<Vec<u8>> = flat.call_method0("tolist")?.extract()?;
-            items
-                .into_iter()
-                .enumerate()
-                .map(|(i, b)| {
-                    String::from_utf8(b).map_err(|_| {
-                        ConvertError::Type(format!(
-                            "input '{name}': element {i} is not valid UTF-8"
-                        ))
-                    })
-                })
-                .collect::<Result<_>>()?
-        }
-        _ => {
-            let items = flat.call_method0("tolist")?;
-            let mut out = Vec::new();
-            for (i, item) in items.try_iter()?.enumerate() {
-                let item = item?;
-                match item.extract::<String>() {
-                    Ok(s) => out.push(s),
-                    Err(_) => {
-                        return Err(ConvertError::Type(format!(
-                            "input '{name}': object array element {i} is {}, expected str",
-                            item.get_type().name()?
-                        )))
-                    }
+    let items = array.call_method0("ravel")?.call_method0("tolist")?;
+    let mut strings = Vec::new();
+    for (i, item) in items.try_iter()?.enumerate() {
+        let item = item?;
+        let text = match kind {
+            b'S' => String::from_utf8(item.extract::<Vec<u8>>()?).map_err(|_| {
+                ConvertError::Type(format!("input '{name}': element {i} is not valid UTF-8"))
+            })?,
+            // `<U`, StringDType (`T`) and object arrays give str items.
+            _ => match item.cast::<PyString>() {
+                Ok(s) => s.to_str().map(str::to_owned).map_err(|_| {
+                    ConvertError::Type(format!(
+                        "input '{name}': element {i} is a str that cannot be UTF-8 (a lone surrogate?)"
+                    ))
+                })?,
+                Err(_) => {
+                    return Err(ConvertError::Type(format!(
+                        "input '{name}': object array element {i} is {}, expected str",
+                        item.get_type().name()?
+                    )))
                 }
-            }
-            out
-        }
-    };
+            },
+        };
+        strings.push(text);
+    }
     Tensor::from_strings(shape, strings).map_err(ConvertError::Core)
 }
 
@@ -272,15 +263,17 @@ fn array_over_buffer<'py>(
 }
 
 /// Converts a core tensor to numpy: numeric tensors become views of their
-/// memory (no copy), strings a unicode (`<U`) array.
+/// memory (no copy); strings an array of numpy's variable-width
+/// `StringDType` (numpy >= 2), else of fixed-width unicode (`<U`).
 pub fn tensor_to_numpy<'py>(
     py: Python<'py>,
+    name: &str,
     tensor: Tensor,
     access: Access,
-) -> PyResult<Bound<'py, PyAny>> {
+) -> Result<Bound<'py, PyAny>> {
     let shape = tensor.shape().to_vec();
     let dtype = tensor.dtype();
-    match tensor.data() {
+    let array = match tensor.data() {
         TensorData::Numeric(buffer) => {
             let buffer = if buffer.is_aligned_to(dtype.item_size().unwrap_or(1)) {
                 buffer.clone()
@@ -288,22 +281,91 @@ pub fn tensor_to_numpy<'py>(
                 Buffer::copy_from_slice(buffer)
             };
             array_over_buffer(py, numpy_descr(py, dtype), &shape, buffer, access)
+                .map_err(ConvertError::Py)
         }
-        TensorData::Strings(strings) => {
-            let width = strings
-                .iter()
-                .map(|s| s.chars().count())
-                .max()
-                .unwrap_or(0)
-                .max(1);
-            let mut ucs4 = vec![0u32; strings.len() * width];
-            for (chunk, s) in ucs4.chunks_mut(width).zip(strings) {
-                for (slot, c) in chunk.iter_mut().zip(s.chars()) {
-                    *slot = c as u32;
-                }
-            }
-            let descr = PyArrayDescr::new(py, format!("<U{width}"))?;
-            array_over_buffer(py, descr, &shape, Buffer::from_vec(ucs4), access)
+        TensorData::Strings(strings) => string_array(py, name, &shape, strings),
+    };
+    // numpy refuses shapes the core allows (e.g. more dims than numpy 1.x
+    // takes): a typed error naming the tensor, not numpy's ValueError.
+    array.map_err(|e| match e {
+        ConvertError::Py(e) if !is_control_flow(py, &e) => {
+            ConvertError::Core(neuropods_core::Error::InvalidInput(format!(
+                "tensor '{name}' of shape {shape:?} cannot be a numpy array: {e}"
+            )))
+        }
+        other => other,
+    })
+}
+
+/// Whether a Python exception must reach the caller as itself: Ctrl-C,
+/// `sys.exit` and running out of memory are not errors about the data.
+pub fn is_control_flow(py: Python<'_>, err: &PyErr) -> bool {
+    use pyo3::exceptions::{PyException, PyMemoryError};
+    !err.is_instance_of::<PyException>(py) || err.is_instance_of::<PyMemoryError>(py)
+}
+
+/// numpy's variable-width string dtype, on numpy >= 2.
+fn string_dtype<'py>(py: Python<'py>) -> Option<Bound<'py, PyAny>> {
+    py.import("numpy.dtypes")
+        .and_then(|m| m.getattr("StringDType"))
+        .and_then(|class| class.call0())
+        .ok()
+}
+
+/// Fixed-width unicode stores every string at the width of the longest, 4
+/// bytes a character: one long string among many short ones multiplies the
+/// size. Beyond this factor over the strings' own size (and this floor), it
+/// is refused as out of memory rather than attempted.
+const FIXED_WIDTH_BLOWUP: usize = 16;
+const FIXED_WIDTH_FLOOR: usize = 64 << 20;
+
+fn string_array<'py>(
+    py: Python<'py>,
+    name: &str,
+    shape: &[usize],
+    strings: &[String],
+) -> Result<Bound<'py, PyAny>> {
+    if let Some(dtype) = string_dtype(py) {
+        let list = PyList::new(py, strings.iter().map(|s| PyString::new(py, s)))?;
+        let kwargs = pyo3::types::PyDict::new(py);
+        kwargs.set_item("dtype", dtype)?;
+        let flat = py
+            .import("numpy")?
+            .call_method("array", (list,), Some(&kwargs))?;
+        return Ok(flat.call_method1("reshape", (shape.to_vec(),))?);
+    }
+    let chars: Vec<usize> = strings.iter().map(|s| s.chars().count()).collect();
+    let width = chars.iter().copied().max().unwrap_or(0).max(1);
+    let total_chars: usize = chars.iter().sum();
+    let too_big = || {
+        ConvertError::Core(neuropods_core::Error::OutOfMemory(format!(
+            "string tensor '{name}' ({} strings, the longest {width} characters) needs {} bytes as \
+             fixed-width unicode on numpy < 2; numpy >= 2 returns variable-width strings",
+            strings.len(),
+            strings.len().saturating_mul(width).saturating_mul(4)
+        )))
+    };
+    let cells = strings.len().checked_mul(width).ok_or_else(too_big)?;
+    let limit = total_chars
+        .saturating_mul(FIXED_WIDTH_BLOWUP)
+        .max(FIXED_WIDTH_FLOOR / 4);
+    if cells > limit {
+        return Err(too_big());
+    }
+    let mut ucs4: Vec<u32> = Vec::new();
+    ucs4.try_reserve_exact(cells).map_err(|_| too_big())?;
+    ucs4.resize(cells, 0);
+    for (chunk, s) in ucs4.chunks_mut(width).zip(strings) {
+        for (slot, c) in chunk.iter_mut().zip(s.chars()) {
+            *slot = c as u32;
         }
     }
+    let descr = PyArrayDescr::new(py, format!("<U{width}"))?;
+    Ok(array_over_buffer(
+        py,
+        descr,
+        shape,
+        Buffer::from_vec(ucs4),
+        Access::Writable,
+    )?)
 }

@@ -31,13 +31,48 @@ fn backend_error(message: impl std::fmt::Display) -> Error {
     }
 }
 
-/// A Python exception as text, with the traceback of the package's code.
+/// A Python exception as a core error: the model's failure as text with
+/// the traceback of the package's code; Ctrl-C, `sys.exit` and running out
+/// of memory as their own kinds, so that they reach the caller as themselves
+/// (an `except Exception` must not swallow a Ctrl-C).
 fn python_error(py: Python<'_>, err: PyErr) -> Error {
+    use pyo3::exceptions::{PyKeyboardInterrupt, PyMemoryError, PySystemExit};
+    if err.is_instance_of::<PyKeyboardInterrupt>(py) {
+        return Error::Interrupted(format!(
+            "KeyboardInterrupt in the python model{}",
+            suffix(py, &err)
+        ));
+    }
+    if err.is_instance_of::<PySystemExit>(py) {
+        // SystemExit's code: None (exit 0), an int, or any object (printed).
+        let code = err
+            .value(py)
+            .getattr("code")
+            .and_then(|c| c.str().map(|s| s.to_string()))
+            .unwrap_or_else(|_| "None".into());
+        return Error::Exit(code);
+    }
+    if err.is_instance_of::<PyMemoryError>(py) {
+        return Error::OutOfMemory(format!(
+            "MemoryError in the python model{}",
+            suffix(py, &err)
+        ));
+    }
     let traceback = err
         .traceback(py)
         .and_then(|tb| tb.format().ok())
         .unwrap_or_default();
     backend_error(format!("{traceback}{err}"))
+}
+
+/// ": <message>" of an exception that has one.
+fn suffix(py: Python<'_>, err: &PyErr) -> String {
+    let text = err.value(py).to_string();
+    if text.is_empty() {
+        String::new()
+    } else {
+        format!(": {text}")
+    }
 }
 
 /// The helper module (`loader.py`), made once per interpreter.
@@ -168,8 +203,8 @@ impl BackendModel for PythonModel {
                 // The model gets the inputs as it would if called directly:
                 // writable views of the caller's memory (no copy), which it
                 // may keep (the view holds the memory alive).
-                let array = tensor_to_numpy(py, tensor.clone(), Access::Writable)
-                    .map_err(|e| python_error(py, e))?;
+                let array = tensor_to_numpy(py, name, tensor.clone(), Access::Writable)
+                    .map_err(|e| convert_error(py, e, Error::InvalidInput))?;
                 kwargs
                     .set_item(name, array)
                     .map_err(|e| python_error(py, e))?;

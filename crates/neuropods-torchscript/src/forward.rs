@@ -2,7 +2,8 @@
 
 use std::ffi::{c_char, c_void, CStr};
 
-use tch::CModule;
+use neuropods_core::Buffer;
+use tch::{CModule, Kind};
 
 #[repr(C)]
 struct NptInput {
@@ -40,7 +41,81 @@ extern "C" {
         on_tensor: EmitTensor,
         on_strings: EmitStrings,
     ) -> *mut c_char;
+    fn npt_from_blob(
+        data: *mut c_void,
+        dims: *const i64,
+        rank: usize,
+        scalar_type: i8,
+        owner: *mut c_void,
+        release: unsafe extern "C" fn(*mut c_void),
+        error: *mut *mut c_char,
+    ) -> *mut c_void;
     fn npt_free_error(message: *mut c_char);
+}
+
+/// Takes a message from forward.cpp and frees it.
+///
+/// # Safety
+/// `error` is a non-null, NUL-terminated message from `npt_error`.
+unsafe fn take_error(error: *mut c_char) -> String {
+    let message = CStr::from_ptr(error).to_string_lossy().into_owned();
+    npt_free_error(error);
+    message
+}
+
+/// libtorch's `c10::ScalarType` number of a kind (c10/core/ScalarType.h);
+/// the kinds Neuropods maps to.
+fn scalar_type(kind: Kind) -> Option<i8> {
+    Some(match kind {
+        Kind::Uint8 => 0,
+        Kind::Int8 => 1,
+        Kind::Int16 => 2,
+        Kind::Int => 3,
+        Kind::Int64 => 4,
+        Kind::Half => 5,
+        Kind::Float => 6,
+        Kind::Double => 7,
+        Kind::Bool => 11,
+        _ => return None,
+    })
+}
+
+unsafe extern "C" fn release_buffer(owner: *mut c_void) {
+    drop(Box::from_raw(owner as *mut Buffer));
+}
+
+/// A CPU tensor viewing `buffer` without a copy, whose storage keeps the
+/// buffer (and so whoever owns its memory) alive until libtorch frees it.
+pub fn tensor_over_buffer(
+    buffer: &Buffer,
+    size: &[i64],
+    kind: Kind,
+) -> Result<tch::Tensor, String> {
+    let scalar_type =
+        scalar_type(kind).ok_or_else(|| format!("no libtorch scalar type for {kind:?}"))?;
+    let owner = Box::into_raw(Box::new(buffer.clone())) as *mut c_void;
+    let mut error: *mut c_char = std::ptr::null_mut();
+    // SAFETY: the buffer's bytes stay valid while the boxed clone lives,
+    // which forward.cpp releases exactly once; libtorch may write through
+    // the pointer (a model working in place), as it may on the caller's
+    // memory when called directly.
+    let tensor = unsafe {
+        npt_from_blob(
+            buffer.as_ptr() as *mut c_void,
+            size.as_ptr(),
+            size.len(),
+            scalar_type,
+            owner,
+            release_buffer,
+            &mut error,
+        )
+    };
+    if tensor.is_null() {
+        // SAFETY: forward.cpp sets the message whenever it returns NULL.
+        return Err(unsafe { take_error(error) });
+    }
+    // SAFETY: forward.cpp hands over a new at::Tensor*, tch's C_tensor.
+    Ok(unsafe { tch::Tensor::from_ptr(tensor as *mut _) })
 }
 
 /// An input ready for `forward`.
@@ -175,10 +250,6 @@ pub fn call(module: &CModule, inputs: &[Input<'_>]) -> Result<Vec<Output>, Strin
     if error.is_null() {
         return Ok(outputs);
     }
-    // SAFETY: a NUL-terminated message from malloc, freed once.
-    let message = unsafe { CStr::from_ptr(error) }
-        .to_string_lossy()
-        .into_owned();
-    unsafe { npt_free_error(error) };
-    Err(message)
+    // SAFETY: a message from forward.cpp, freed once.
+    Err(unsafe { take_error(error) })
 }

@@ -280,12 +280,10 @@ impl TorchScriptModel {
             .buffer()
             .ok_or_else(|| Error::Internal("numeric tensor without buffer".into()))?;
         let size: Vec<i64> = tensor.shape().iter().map(|&d| d as i64).collect();
-        // SAFETY: the buffer outlives this call, and outputs that alias it
-        // are copied before the call returns (see `output_from_torch`).
-        let cpu = unsafe {
-            tch::Tensor::f_from_blob(buffer.as_ptr(), &size, &[], kind, tch::Device::Cpu)
-        }
-        .map_err(backend_error)?;
+        // No copy: the tensor's storage holds the buffer, so a module that
+        // keeps an input keeps the caller's memory alive. Outputs that alias
+        // it are still copied (see `output_from_torch`).
+        let cpu = forward::tensor_over_buffer(buffer, &size, kind).map_err(backend_error)?;
         let device = self.input_devices.get(name).copied().unwrap_or(Device::Cpu);
         let placed = match device {
             Device::Cpu => cpu,

@@ -4,14 +4,17 @@
 //! their platform is loaded, so only `#[repr(C)]` data and `extern "C"`
 //! functions cross the boundary: never Rust types, allocations or panics.
 //! A backend exports one symbol, [`ENTRY_POINT`], returning a
-//! [`BackendVTable`]. Memory handed across is borrowed for the duration of a
-//! call, except [`OwnedTensor`]s, which carry their own release function.
+//! [`BackendVTable`]. Strings and descriptions handed across are borrowed for
+//! the duration of a call; tensor memory never is: every tensor crosses as an
+//! [`OwnedTensor`] with its release function (in both directions, like
+//! DLPack's `DLManagedTensor`), so whoever keeps a tensor past a call keeps
+//! its memory alive.
 //! Backend crates do not write these by hand: see [`super::plugin`].
 
 use std::ffi::c_void;
 
 /// Version of this ABI; a library built against another version is refused.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 
 /// Name of the symbol every backend library exports.
 pub const ENTRY_POINT: &str = "neuropods_backend_entry";
@@ -83,7 +86,9 @@ pub struct TensorRef {
 }
 
 /// A tensor handed over with ownership: the receiver calls `release(owner)`
-/// exactly once when it no longer needs the memory `tensor` points to.
+/// exactly once when it no longer needs the memory `tensor` points to (its
+/// data, shape and strings; the name is borrowed for the call only). It may
+/// release from any thread, and after the call that handed it over returned.
 #[repr(C)]
 #[derive(Debug)]
 pub struct OwnedTensor {
@@ -109,6 +114,13 @@ pub enum ErrorKind {
     Internal = 4,
     /// The model needs packages the environment lacks.
     RequirementsNotMet = 5,
+    /// The call was interrupted (Ctrl-C: Python's `KeyboardInterrupt`).
+    Interrupted = 6,
+    /// The model asked the process to exit (Python's `SystemExit`); the
+    /// message is the exit code or text.
+    Exit = 7,
+    /// Memory ran out, or a result would not fit in memory.
+    OutOfMemory = 8,
 }
 
 impl ErrorKind {
@@ -117,8 +129,11 @@ impl ErrorKind {
         match code {
             1 => ErrorKind::Backend,
             2 => ErrorKind::InvalidInput,
-            5 => ErrorKind::RequirementsNotMet,
             3 => ErrorKind::InvalidPackage,
+            5 => ErrorKind::RequirementsNotMet,
+            6 => ErrorKind::Interrupted,
+            7 => ErrorKind::Exit,
+            8 => ErrorKind::OutOfMemory,
             _ => ErrorKind::Internal,
         }
     }
@@ -157,11 +172,14 @@ pub struct BackendVTable {
     pub abi_version: u32,
     /// Loads a model; returns null after reporting an error to the sink.
     pub load: unsafe extern "C" fn(request: *const LoadRequest, sink: *const Sink) -> *mut c_void,
-    /// Runs a model; outputs go to the sink. Returns false after reporting an
-    /// error. May be called from many threads at once.
+    /// Runs a model; outputs go to the sink. The backend takes over the
+    /// inputs: it releases each exactly once, whenever it is done with it
+    /// (at once, or later if the model keeps it), also when the call fails.
+    /// Returns false after reporting an error. May be called from many
+    /// threads at once.
     pub infer: unsafe extern "C" fn(
         model: *mut c_void,
-        inputs: *const TensorRef,
+        inputs: *const OwnedTensor,
         count: usize,
         sink: *const Sink,
     ) -> bool,

@@ -99,7 +99,8 @@ unsafe extern "C" fn release_exported(owner: *mut c_void) {
 }
 
 /// Hands a tensor across the boundary; the receiver releases it. The name is
-/// only borrowed: the receiver reads it during the sink callback.
+/// only borrowed: the receiver reads it during the call (the sink callback,
+/// or `infer` for inputs).
 pub fn export_tensor(name: &str, tensor: Tensor) -> OwnedTensor {
     let mut parts = RefParts::default();
     let tensor_ref = tensor_ref(name, &tensor, &mut parts);
@@ -133,15 +134,36 @@ impl Drop for ForeignOwner {
     }
 }
 
-/// Takes an [`OwnedTensor`] over: numeric data stays where it is, owned
-/// through the release function; strings are copied and released at once.
+/// An [`OwnedTensor`] taken over: its owner is released when the last
+/// tensor made from it (see [`import_tensor`]) is dropped, or when this is
+/// dropped unread.
+pub struct TakenTensor {
+    tensor: TensorRef,
+    owner: Arc<ForeignOwner>,
+}
+
+/// Takes over an [`OwnedTensor`]; from here on it is released exactly once,
+/// whatever happens.
 ///
 /// # Safety
-/// `t` must come from a sink callback and not have been released.
-pub unsafe fn import_tensor(t: OwnedTensor) -> Result<(String, Tensor)> {
-    let owner = Arc::new(ForeignOwner {
-        owner: t.owner,
-        release: t.release,
-    });
-    tensor_from_ref(&t.tensor, owner)
+/// `t` must come from the other side of the ABI and not have been released
+/// or taken before.
+pub unsafe fn take_ownership(t: &OwnedTensor) -> TakenTensor {
+    TakenTensor {
+        tensor: t.tensor,
+        owner: Arc::new(ForeignOwner {
+            owner: t.owner,
+            release: t.release,
+        }),
+    }
+}
+
+/// Reads a taken tensor: numeric data stays where it is, kept alive through
+/// the release function for as long as any buffer sharing it lives; strings
+/// are copied, and the owner released at once.
+///
+/// # Safety
+/// The pointers in the tensor must be valid until its owner is released.
+pub unsafe fn import_tensor(t: TakenTensor) -> Result<(String, Tensor)> {
+    tensor_from_ref(&t.tensor, t.owner)
 }

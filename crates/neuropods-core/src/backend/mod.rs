@@ -13,7 +13,7 @@ use std::path::Path;
 use serde_json::Value;
 
 use abi::{BackendVTable, ErrorKind, LoadRequest, OwnedTensor, Sink, StrRef};
-use convert::{import_tensor, tensor_ref, RefParts};
+use convert::{export_tensor, import_tensor, take_ownership};
 
 use crate::config::Platform;
 use crate::error::{Error, Result};
@@ -85,7 +85,7 @@ struct Collected {
 
 unsafe extern "C" fn on_tensor(ctx: *mut c_void, tensor: OwnedTensor) {
     let collected = &mut *(ctx as *mut Collected);
-    match import_tensor(tensor) {
+    match import_tensor(take_ownership(&tensor)) {
         Ok((name, tensor)) => {
             collected.outputs.insert(name, tensor);
         }
@@ -130,6 +130,9 @@ impl Collected {
                 reason: message,
             },
             ErrorKind::Internal => Error::Internal(message),
+            ErrorKind::Interrupted => Error::Interrupted(message),
+            ErrorKind::Exit => Error::Exit(message),
+            ErrorKind::OutOfMemory => Error::OutOfMemory(message),
         }
     }
 }
@@ -192,16 +195,18 @@ impl BackendModel {
 
     /// Runs the model (no spec checks here; see [`crate::Neuropod::infer`]).
     pub fn infer(&self, inputs: &TensorMap) -> Result<TensorMap> {
-        let mut parts: Vec<RefParts> = inputs.iter().map(|_| RefParts::default()).collect();
-        let refs: Vec<_> = inputs
+        // Each input crosses with a share of its owner (an Arc clone, no
+        // copy of the data), so a backend that keeps one keeps its memory.
+        let owned: Vec<OwnedTensor> = inputs
             .iter()
-            .zip(parts.iter_mut())
-            .map(|((name, tensor), parts)| tensor_ref(name, tensor, parts))
+            .map(|(name, tensor)| export_tensor(name, tensor.clone()))
             .collect();
         let mut collected = Collected::default();
         let sink = collected.sink();
-        // SAFETY: the inputs, their parts and the sink outlive the call.
-        let ok = unsafe { (self.vtable.infer)(self.handle, refs.as_ptr(), refs.len(), &sink) };
+        // SAFETY: the backend takes over every input (OwnedTensor has no
+        // destructor, so dropping `owned` afterwards frees only the array);
+        // the names it borrows and the sink outlive the call.
+        let ok = unsafe { (self.vtable.infer)(self.handle, owned.as_ptr(), owned.len(), &sink) };
         match collected.error.take() {
             Some((kind, message)) => Err(Collected::into_error(
                 kind,

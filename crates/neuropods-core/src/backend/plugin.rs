@@ -6,10 +6,9 @@ use std::cell::RefCell;
 use std::ffi::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
-use std::sync::Arc;
 
-use super::abi::{BackendVTable, ErrorKind, LoadRequest, Sink, StrRef, TensorRef, ABI_VERSION};
-use super::convert::{export_tensor, tensor_from_ref};
+use super::abi::{BackendVTable, ErrorKind, LoadRequest, OwnedTensor, Sink, StrRef, ABI_VERSION};
+use super::convert::{export_tensor, import_tensor, take_ownership};
 use super::BackendOptions;
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
@@ -17,13 +16,15 @@ use crate::tensor::TensorMap;
 
 /// A loaded model inside a backend. Shared by all threads calling `infer`.
 pub trait BackendModel: Send + Sync {
-    /// Runs the model. Input tensors borrow the caller's memory for the
-    /// duration of the call only: an output must never alias an input.
+    /// Runs the model. Each input's buffer holds the caller's memory alive
+    /// (through its owner), so a model may keep an input past the call. An
+    /// output must still never alias an input: the caller may write to its
+    /// arrays after the call, which would change the output.
     fn infer(&self, inputs: &TensorMap) -> Result<TensorMap>;
 }
 
 /// Whether `ptr` points into the memory of one of `inputs`. An output found
-/// there must be copied before it is returned: inputs are only borrowed.
+/// there must be copied before it is returned (see [`BackendModel::infer`]).
 pub fn points_into_inputs(inputs: &TensorMap, ptr: *const u8) -> bool {
     let ptr = ptr as usize;
     inputs.values().filter_map(|t| t.buffer()).any(|b| {
@@ -87,6 +88,9 @@ fn error_kind(err: &Error) -> ErrorKind {
         }
         Error::Internal(_) => ErrorKind::Internal,
         Error::RequirementsNotMet(_) => ErrorKind::RequirementsNotMet,
+        Error::Interrupted(_) => ErrorKind::Interrupted,
+        Error::Exit(_) => ErrorKind::Exit,
+        Error::OutOfMemory(_) => ErrorKind::OutOfMemory,
         _ => ErrorKind::Backend,
     }
 }
@@ -97,7 +101,10 @@ unsafe fn report(sink: &Sink, err: &Error) {
         Error::Backend { message, .. } => message.clone(),
         Error::Internal(message)
         | Error::InvalidInput(message)
-        | Error::RequirementsNotMet(message) => message.clone(),
+        | Error::RequirementsNotMet(message)
+        | Error::Interrupted(message)
+        | Error::Exit(message)
+        | Error::OutOfMemory(message) => message.clone(),
         // The core names the package again on its side.
         Error::InvalidPackage { reason, .. } => reason.clone(),
         other => other.to_string(),
@@ -156,25 +163,30 @@ pub unsafe extern "C" fn load<B: Backend>(
 /// `infer` of the vtable.
 ///
 /// # Safety
-/// Called through the ABI with a model from [`load`] and valid inputs.
+/// Called through the ABI with a model from [`load`] and `count` valid
+/// inputs, which this function takes over.
 pub unsafe extern "C" fn infer(
     model: *mut c_void,
-    inputs: *const TensorRef,
+    inputs: *const OwnedTensor,
     count: usize,
     sink: *const Sink,
 ) -> bool {
     let sink = &*sink;
+    // Own every input before anything can fail, so that each is released
+    // exactly once whatever happens next.
+    let owned = if count == 0 {
+        Vec::new()
+    } else {
+        std::slice::from_raw_parts(inputs, count)
+            .iter()
+            .map(|t| take_ownership(t))
+            .collect()
+    };
     let result = catch_panics(|| {
         let model = &*(model as *const Box<dyn BackendModel>);
-        let refs: &[TensorRef] = if count == 0 {
-            &[]
-        } else {
-            std::slice::from_raw_parts(inputs, count)
-        };
-        let borrowed: Arc<dyn std::any::Any + Send + Sync> = Arc::new(());
         let mut map = TensorMap::new();
-        for r in refs {
-            let (name, tensor) = tensor_from_ref(r, borrowed.clone())?;
+        for input in owned {
+            let (name, tensor) = import_tensor(input)?;
             map.insert(name, tensor);
         }
         model.infer(&map)
