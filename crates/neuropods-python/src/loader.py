@@ -10,6 +10,7 @@ import importlib
 import importlib.machinery
 import importlib.metadata
 import itertools
+import os
 import re
 import sys
 import types
@@ -82,9 +83,16 @@ def load(model_name, code_dir, data_dir, entrypoint_package, entrypoint):
 
 
 def unload(prefix):
-    """Forgets the modules imported for one package."""
+    """Forgets the modules imported for one package, and the importers cached
+    for its code folders (each zip load extracts to a new folder, so they
+    would pile up in ``sys.path_importer_cache``)."""
+    root = sys.modules.get(prefix)
+    folders = [f for f in getattr(root, "__path__", []) if isinstance(f, str)]
     for name in [n for n in sys.modules if n == prefix or n.startswith(prefix + ".")]:
         del sys.modules[name]
+    for path in list(sys.path_importer_cache):
+        if isinstance(path, str) and any(path == f or path.startswith(f + os.sep) for f in folders):
+            del sys.path_importer_cache[path]
 
 
 def _as_array(name, value):
