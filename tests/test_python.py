@@ -231,8 +231,8 @@ def test_packager_refusals(tmp_path):
         data_paths=[], code_path_spec=[{"python_root": code, "dirs_to_package": [""]}],
         entrypoint_package="scaler.main", entrypoint="get_model", input_spec=XY_SPEC, output_spec=OUT_SPEC,
     )
-    with pytest.raises(ValueError, match="requirements line 2"):
-        create_python_neuropod(tmp_path / "a", "a", requirements="numpy\nnumpy>=1\n", **common)
+    with pytest.raises(neuropods_native.ConfigError, match=r"requirements.lock: line 2: 'numpy>=>1'"):
+        create_python_neuropod(tmp_path / "a", "a", requirements="numpy\nnumpy>=>1\n", **common)
     with pytest.raises(ValueError, match="packaged_name"):
         create_python_neuropod(tmp_path / "b", "b", **{**common, "data_paths": [{"path": code, "packaged_name": "../x"}]})
     with pytest.raises(ValueError, match="python_root"):
