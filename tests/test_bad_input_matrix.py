@@ -20,7 +20,7 @@ import pytest
 
 import neuropods_native as N
 from helpers import copy_package, load, script
-from neuropods.packagers import create_torchscript_neuropod
+from neuropods.packagers import create_python_neuropod, create_torchscript_neuropod
 
 F32 = np.arange(3, dtype=np.float32)
 
@@ -145,6 +145,20 @@ def create(c: Context, **overrides):
     return create_torchscript_neuropod(**kwargs)
 
 
+def create_python(c: Context, requirements: str, load_it: bool = False):
+    """A python package of the identity model with these requirements."""
+    code = c.tmp / "src" / "identity"
+    code.mkdir(parents=True)
+    (code / "__init__.py").write_text("def get_model(data_root):\n    return lambda x: {'x': x}\n")
+    spec = [{"name": "x", "dtype": "float32", "shape": (None,)}]
+    create_python_neuropod(
+        str(c.tmp / "py"), "identity", data_paths=[], code_path_spec=[{"python_root": str(code.parent)}],
+        entrypoint_package="identity", entrypoint="get_model", input_spec=spec, output_spec=spec,
+        requirements=requirements,
+    )
+    return load(str(c.tmp / "py")) if load_it else None
+
+
 CASES = {
     # ---- infer: inputs
     "wrong_dtype": Case(lambda c: c.infer({"x": F32, "y": F32.astype(np.float64)}),
@@ -252,6 +266,10 @@ CASES = {
     # ---- packagers
     "packager_bad_dtype": Case(lambda c: create(c, input_spec=[{"name": "x", "dtype": "float31", "shape": (1,)}]),
                                ValueError, ["input_spec[0]", "'x'", "float31"]),
+    "packager_bad_requirement": Case(lambda c: create_python(c, "numpy\nnumpy>=>1\n"), N.ConfigError,
+                                     ["0/requirements.lock", "line 2", "'numpy>=>1'"]),
+    "unmet_requirement": Case(lambda c: create_python(c, "numpy<1\nnumpy\n", load_it=True), N.RequirementsError,
+                              ["numpy<1 (installed: " + np.__version__ + ")"]),
     "packager_existing_path": Case(lambda c: create(c, neuropod_path=c.package), FileExistsError,
                                    ["already exists"]),
 }

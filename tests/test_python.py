@@ -231,8 +231,8 @@ def test_packager_refusals(tmp_path):
         data_paths=[], code_path_spec=[{"python_root": code, "dirs_to_package": [""]}],
         entrypoint_package="scaler.main", entrypoint="get_model", input_spec=XY_SPEC, output_spec=OUT_SPEC,
     )
-    with pytest.raises(ValueError, match="requirements line 2"):
-        create_python_neuropod(tmp_path / "a", "a", requirements="numpy\nnumpy>=1\n", **common)
+    with pytest.raises(neuropods_native.ConfigError, match=r"requirements.lock: line 2: 'numpy>=>1'"):
+        create_python_neuropod(tmp_path / "a", "a", requirements="numpy\nnumpy>=>1\n", **common)
     with pytest.raises(ValueError, match="packaged_name"):
         create_python_neuropod(tmp_path / "b", "b", **{**common, "data_paths": [{"path": code, "packaged_name": "../x"}]})
     with pytest.raises(ValueError, match="python_root"):
@@ -293,3 +293,41 @@ def test_inputs_reach_the_model_as_if_called_directly(tmp_path):
     x[:] = 5  # the kept input is the caller's memory, alive after close
     np.testing.assert_array_equal(kept[0], 5)
     np.testing.assert_array_equal(kept[1], 1)
+
+
+def test_zip_load_close_cycles_leave_no_importer_cache_entries(tmp_path, monkeypatch):
+    # Each load of a zip extracts it to a new folder, and importing the
+    # package's code caches an importer per code folder: unloading (on
+    # close, and when the load fails) must forget them, or they pile up.
+    extract_root = tmp_path / "extracted"
+    extract_root.mkdir()
+    monkeypatch.setenv("TMPDIR", str(extract_root))
+    good = package_scaler(tmp_path, name="cycled", package_as_zip=True)
+    failing = tmp_path / "failing"
+    create_python_neuropod(
+        failing, "failing", data_paths=[],
+        code_path_spec=[{"python_root": scaler_code(tmp_path / "failing_src"), "dirs_to_package": [""]}],
+        entrypoint_package="scaler.main", entrypoint="no_such_function",
+        input_spec=XY_SPEC, output_spec=OUT_SPEC, package_as_zip=True,
+    )
+    x = np.ones(2, np.float32)
+
+    def extraction_entries():
+        return [p for p in sys.path_importer_cache if isinstance(p, str) and p.startswith(str(extract_root))]
+
+    def cycle():
+        with load_neuropod(good) as model:
+            model.infer({"x": x, "y": x})
+            # Two code folders (the root and scaler/) are cached while loaded.
+            assert len(extraction_entries()) == 2, extraction_entries()
+        with pytest.raises(neuropods_native.BackendError, match="no_such_function"):
+            load_neuropod(failing)
+
+    cycle()  # first-time imports (numpy's, the helper's) happen once
+    importers, modules = len(sys.path_importer_cache), len(sys.modules)
+    for _ in range(20):
+        cycle()
+    assert extraction_entries() == []
+    assert len(sys.path_importer_cache) == importers
+    assert len(sys.modules) == modules
+    assert not [n for n in sys.modules if n.startswith("_neuropod_") and n.endswith(("_cycled", "_failing"))]

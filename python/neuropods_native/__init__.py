@@ -5,7 +5,7 @@
 """
 
 from . import errors
-from ._native import Neuropod, __version__, check_config, deserialize, serialize, write_manifest
+from ._native import Neuropod, __version__, check_config, check_requirements, deserialize, serialize, write_manifest
 from .errors import *  # noqa: F401,F403  (exception classes are part of the API)
 
 __all__ = [
@@ -13,6 +13,7 @@ __all__ = [
     "serialize",
     "deserialize",
     "check_config",
+    "check_requirements",
     "write_manifest",
     "__version__",
     *errors.__all__,

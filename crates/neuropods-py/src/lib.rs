@@ -26,6 +26,15 @@ fn check_config(py: Python<'_>, text: &str) -> PyResult<()> {
     })
 }
 
+/// Checks python-package requirements text as the loader would (PEP 508
+/// lines); raises `ConfigError` naming the first malformed line.
+#[pyfunction]
+fn check_requirements(py: Python<'_>, text: &str) -> PyResult<()> {
+    errors::guard(py, || {
+        neuropods_python::check_requirements(py, text).map_err(|e| errors::to_py(py, e))
+    })
+}
+
 /// Writes `manifest.json` (sha256 of every file) into a package folder.
 #[pyfunction]
 fn write_manifest(py: Python<'_>, package_dir: std::path::PathBuf) -> PyResult<()> {
@@ -51,6 +60,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(serde::serialize, m)?)?;
     m.add_function(wrap_pyfunction!(serde::deserialize, m)?)?;
     m.add_function(wrap_pyfunction!(check_config, m)?)?;
+    m.add_function(wrap_pyfunction!(check_requirements, m)?)?;
     m.add_function(wrap_pyfunction!(write_manifest, m)?)?;
     m.add_function(wrap_pyfunction!(_panic_for_tests, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;

@@ -15,6 +15,6 @@ pub mod arrays;
 pub mod interpreter;
 mod model;
 
-pub use model::{PythonBackend, CODE_DIR, DATA_DIR, REQUIREMENTS_FILE};
+pub use model::{check_requirements, PythonBackend, CODE_DIR, DATA_DIR, REQUIREMENTS_FILE};
 
 neuropods_core::export_backend!(PythonBackend);

@@ -10,6 +10,7 @@ import importlib
 import importlib.machinery
 import importlib.metadata
 import itertools
+import os
 import re
 import sys
 import types
@@ -17,39 +18,108 @@ import types
 _ids = itertools.count()
 
 
-def _normalize(name):
-    return re.sub(r"[-_.]+", "-", name).lower()
+# A comment starts at '#' at the line start or after whitespace (pip's
+# rule), so a URL's fragment (`name @ https://...#sha256=...`) is kept.
+_COMMENT = re.compile(r"(^|\s)#.*$")
+
+
+def _packaging():
+    """The ``requirements`` and ``version`` modules of ``packaging`` in this
+    interpreter, else of pip's vendored copy: the interpreter running a
+    model may be an embedded one with a minimal environment."""
+    for base in ("packaging", "pip._vendor.packaging"):
+        try:
+            requirements = importlib.import_module(base + ".requirements")
+            version = importlib.import_module(base + ".version")
+        except ImportError:
+            continue
+        return requirements, version
+    raise ImportError(
+        f"packaging (not installed in {sys.executable}, which runs the model; checking "
+        "0/requirements.lock needs it, or pip, which vendors it: pip install packaging)"
+    )
+
+
+class RequirementLineError(ValueError):
+    """A line of requirements text that is not a PEP 508 requirement; args are
+    (field, reason), e.g. ("line 2", "'numpy>=>1': expected ...")."""
+
+    def __str__(self):
+        return ": ".join(self.args)
 
 
 def parse_requirements(text):
-    """[(line, name, version or None)] of ``name==version`` / ``name`` lines;
-    raises ValueError naming the first other line."""
+    """[(line, Requirement)] of the PEP 508 lines of pip-style requirements
+    text (comments and blank lines allowed); raises RequirementLineError
+    naming the first malformed line."""
+    requirements, _ = _packaging()
     parsed = []
     for number, raw in enumerate(text.splitlines(), 1):
-        line = raw.split("#", 1)[0].strip()
+        line = _COMMENT.sub("", raw).strip()
         if not line:
             continue
-        match = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:==\s*([^\s=<>!~;,]+))?", line)
-        if match is None:
-            raise ValueError(
-                f"requirements line {number} {raw.strip()!r}: expected 'name==version' or 'name'"
-            )
-        parsed.append((line, match.group(1), match.group(2)))
+        try:
+            parsed.append((line, requirements.Requirement(line)))
+        except requirements.InvalidRequirement as e:
+            reason = str(e).splitlines()[0]
+            raise RequirementLineError(f"line {number}", f"{raw.strip()!r}: {reason}") from None
     return parsed
+
+
+def _unmet(shown, requirement, version):
+    """Why the installed distribution does not meet ``requirement`` (its
+    marker aside), or None."""
+    try:
+        installed = importlib.metadata.version(requirement.name)
+    except importlib.metadata.PackageNotFoundError:
+        return f"{shown} (not installed)"
+    # prereleases=True: a pin on a pre-release (or an installed one) is
+    # what the package asked for; `==2.13.0` is met by `2.13.0+cpu`.
+    if requirement.specifier and not requirement.specifier.contains(installed, prereleases=True):
+        try:
+            version.Version(installed)
+        except version.InvalidVersion:
+            return f"{shown} (installed: {installed}, not a PEP 440 version)"
+        return f"{shown} (installed: {installed})"
+    return None
+
+
+def _unmet_extras(requirement, version):
+    """Why the installed distribution's own requirements for the extras
+    asked for are not met (one level deep: extras may name each other), or
+    None."""
+    for wanted in sorted(requirement.extras):
+        for dependency in importlib.metadata.requires(requirement.name) or []:
+            try:
+                needed = type(requirement)(dependency)
+            except ValueError:
+                continue  # the installed distribution's metadata, not the package's fault
+            marker = needed.marker
+            # A line of this extra: its marker holds with it, not without.
+            if marker is None or marker.evaluate({"extra": ""}) or not marker.evaluate({"extra": wanted}):
+                continue
+            needed.marker = None  # shown without it
+            why = _unmet(str(needed), needed, version)
+            if why is not None:
+                return f"extra '{wanted}' needs {why}"
+    return None
 
 
 def unmet_requirements(text):
     """The requirements the running environment does not satisfy, each with
-    what is installed instead."""
+    what is installed instead. A line whose marker does not hold here is
+    skipped; ``name @ url`` lines check only that ``name`` is installed."""
+    _, version = _packaging()
     unmet = []
-    for line, name, version in parse_requirements(text):
-        try:
-            installed = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            unmet.append(f"{line} (not installed)")
+    for line, requirement in parse_requirements(text):
+        if requirement.marker is not None and not requirement.marker.evaluate({"extra": ""}):
             continue
-        if version is not None and installed != version:
-            unmet.append(f"{line} (installed: {installed})")
+        why = _unmet(line, requirement, version)
+        if why is None:
+            extras = _unmet_extras(requirement, version)
+            why = None if extras is None else f"{line} ({extras})"
+        if why is not None:
+            unmet.append(why)
     return unmet
 
 
@@ -82,9 +152,16 @@ def load(model_name, code_dir, data_dir, entrypoint_package, entrypoint):
 
 
 def unload(prefix):
-    """Forgets the modules imported for one package."""
+    """Forgets the modules imported for one package, and the importers cached
+    for its code folders (each zip load extracts to a new folder, so they
+    would pile up in ``sys.path_importer_cache``)."""
+    root = sys.modules.get(prefix)
+    folders = [f for f in getattr(root, "__path__", []) if isinstance(f, str)]
     for name in [n for n in sys.modules if n == prefix or n.startswith(prefix + ".")]:
         del sys.modules[name]
+    for path in list(sys.path_importer_cache):
+        if isinstance(path, str) and any(path == f or path.startswith(f + os.sep) for f in folders):
+            del sys.path_importer_cache[path]
 
 
 def _as_array(name, value):

@@ -5,6 +5,7 @@ use std::mem::ManuallyDrop;
 
 use neuropods_core::backend::plugin::{Backend, BackendModel, LoadContext};
 use neuropods_core::{Error, Result, TensorMap};
+use pyo3::exceptions::PyImportError;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyModule};
@@ -92,6 +93,36 @@ fn helper(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
         .map(|m| m.bind(py))
 }
 
+/// A failure of the helper's requirement checks: a malformed line is a
+/// config error naming it; a missing `packaging` (needed to check) is an
+/// unmet requirement, named with what to install.
+fn requirements_error(py: Python<'_>, err: PyErr) -> Error {
+    if err.is_instance_of::<PyImportError>(py) {
+        return Error::RequirementsNotMet(err.value(py).to_string());
+    }
+    let line_error = helper(py)
+        .and_then(|h| h.getattr("RequirementLineError"))
+        .is_ok_and(|class| err.matches(py, class).unwrap_or(false));
+    match err.value(py).getattr("args").and_then(|a| a.extract()) {
+        Ok((field, reason)) if line_error => Error::InvalidConfig {
+            file: REQUIREMENTS_FILE.into(),
+            field,
+            reason,
+        },
+        _ => python_error(py, err),
+    }
+}
+
+/// Checks requirements text (`0/requirements.lock`) as a load would: each
+/// line must be a PEP 508 requirement. Lets a packager refuse what the
+/// loader would.
+pub fn check_requirements(py: Python<'_>, text: &str) -> Result<()> {
+    helper(py)
+        .and_then(|h| h.call_method1("parse_requirements", (text,)))
+        .map(drop)
+        .map_err(|e| requirements_error(py, e))
+}
+
 struct PythonModel {
     /// The private top-level module name the package's code lives under.
     prefix: String,
@@ -157,10 +188,7 @@ impl Backend for PythonBackend {
                 let unmet: Vec<String> = helper
                     .call_method1("unmet_requirements", (requirements,))
                     .and_then(|v| v.extract())
-                    .map_err(|e| Error::InvalidPackage {
-                        path: root.clone(),
-                        reason: format!("{REQUIREMENTS_FILE}: {}", e.value(py)),
-                    })?;
+                    .map_err(|e| requirements_error(py, e))?;
                 if !unmet.is_empty() {
                     return Err(Error::RequirementsNotMet(unmet.join("; ")));
                 }

@@ -99,3 +99,23 @@ fn unmet_requirements_are_listed_in_one_error() {
         "{message}"
     );
 }
+
+#[test]
+fn requirements_use_pep_440_specifiers_and_refuse_malformed_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    make_package(
+        dir.path(),
+        "numpy>=1,!=0.0.1\nno-such-package-neuropods; python_version < \"3\"\n",
+    );
+    Neuropod::load(dir.path(), &LoadOptions::default()).expect("requirements are met");
+    let dir = tempfile::tempdir().unwrap();
+    make_package(dir.path(), "numpy\nnumpy>=>1\n");
+    let err = Neuropod::load(dir.path(), &LoadOptions::default())
+        .err()
+        .expect("a malformed line");
+    let message = err.to_string();
+    assert!(
+        message.contains("0/requirements.lock: line 2: 'numpy>=>1'"),
+        "{message}"
+    );
+}

@@ -46,7 +46,13 @@ def normalize_spec(spec: Sequence[SpecEntry], what: str) -> List[Dict[str, Any]]
 @contextlib.contextmanager
 def package_folder(neuropod_path: "os.PathLike[str] | str", package_as_zip: bool) -> Iterator[str]:
     """Yields the folder to fill; on success it becomes the package (moved
-    into place, or zipped). Refuses to overwrite an existing path."""
+    into place, or zipped). Refuses to overwrite an existing path.
+
+    Atomic: everything is written in a temporary folder beside the target
+    (same file system) and renamed onto the target at the end, so an
+    interrupted run (Ctrl-C, an exception, a kill) never leaves a partial
+    package at the target; the temporary folder is removed unless the
+    process is killed."""
     target = os.fspath(neuropod_path)
     if os.path.exists(target):
         raise FileExistsError(f"{target} already exists; refusing to overwrite it")
@@ -58,11 +64,13 @@ def package_folder(neuropod_path: "os.PathLike[str] | str", package_as_zip: bool
         yield folder
         neuropods_native.write_manifest(folder)
         if package_as_zip:
-            with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as archive:
+            archive_path = os.path.join(work, "package.zip")
+            with zipfile.ZipFile(archive_path, "w", zipfile.ZIP_DEFLATED) as archive:
                 for root, _dirs, files in os.walk(folder):
                     for name in sorted(files):
                         path = os.path.join(root, name)
                         archive.write(path, os.path.relpath(path, folder))
+            os.replace(archive_path, target)
         else:
             os.replace(folder, target)
 

@@ -3,28 +3,22 @@ TorchScript): the code and data travel in the package, and an entrypoint
 builds the model when it is loaded."""
 
 import os
-import re
 import shutil
 from typing import Any, Mapping, Optional, Sequence
 
+import neuropods_native
+
 from ._common import SpecEntry, new_package, self_test, write_backend_config
 
-_REQUIREMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\s*(==\s*[^\s=<>!~;,]+)?")
 
-
-def _requirements_text(requirements: Optional[str]) -> Optional[str]:
-    """Checks pip-style ``name==version`` lines (comments and blank lines
-    allowed) as the loader will read them."""
+def _requirements_text(requirements: "Optional[str | Sequence[str]]") -> Optional[str]:
+    """The text of 0/requirements.lock, checked as the loader will read it
+    (PEP 508 lines; comments and blank lines allowed)."""
     if requirements is None:
         return None
     if not isinstance(requirements, str):
         requirements = "\n".join(requirements)
-    for number, raw in enumerate(requirements.splitlines(), 1):
-        line = raw.split("#", 1)[0].strip()
-        if line and not _REQUIREMENT.fullmatch(line):
-            raise ValueError(
-                f"requirements line {number} {raw.strip()!r}: expected 'name==version' or 'name'"
-            )
+    neuropods_native.check_requirements(requirements)
     return requirements if requirements.endswith("\n") else requirements + "\n"
 
 
@@ -75,7 +69,7 @@ def create_python_neuropod(
     entrypoint: str,
     input_spec: Sequence[SpecEntry],
     output_spec: Sequence[SpecEntry],
-    requirements: Optional[str] = None,
+    requirements: "Optional[str | Sequence[str]]" = None,
     test_input_data: Optional[Mapping[str, Any]] = None,
     test_expected_out: Optional[Mapping[str, Any]] = None,
     package_as_zip: bool = False,
@@ -97,8 +91,10 @@ def create_python_neuropod(
     private top-level name, so packages of the same code can be loaded side
     by side; inside the package, import its own modules relatively.
 
-    ``requirements``: ``name==version`` lines (a str or a list of lines),
-    stored in ``0/requirements.lock`` and checked, not installed, at load.
+    ``requirements``: PEP 508 lines such as ``torch==2.13.0``,
+    ``numpy>=1.24,<3`` or ``scipy~=1.11; python_version >= "3.10"`` (a str or
+    a list of lines), stored in ``0/requirements.lock`` and checked, not
+    installed, at load with PEP 440 version matching.
     """
     requirements_text = _requirements_text(requirements)
     with new_package(
