@@ -31,6 +31,7 @@ pub mod config;
 pub mod device;
 mod error;
 mod extraction;
+mod fork;
 mod model;
 pub mod package;
 pub mod serialize;

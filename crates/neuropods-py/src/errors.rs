@@ -58,6 +58,7 @@ fn class_of(err: &Error) -> &'static str {
         Error::Backend { .. } => "BackendError",
         Error::Serialization(_) => "SerializationError",
         Error::Io { .. } => "NeuropodIOError",
+        Error::UnsafeAfterFork { .. } => "UnsafeAfterForkError",
         _ => "InternalError",
     }
 }
