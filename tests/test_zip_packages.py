@@ -52,8 +52,10 @@ def test_zip_extraction_folder_removed_on_close(addition_zip_package):
     during = neuropod_tempdirs()
     assert len(during) == len(before) + 1
     new = (set(during) - set(before)).pop()
-    # Extracted into the temp dir (here the test's private one).
-    assert os.path.isfile(os.path.join(tempfile.gettempdir(), new, "config.json"))
+    # Extracted into the temp dir (here the test's private one), beside the
+    # owner's lock file.
+    assert os.path.isfile(os.path.join(tempfile.gettempdir(), new, "package", "config.json"))
+    assert os.path.isfile(os.path.join(tempfile.gettempdir(), new, "owner.lock"))
     _run_add(model)
     model.close()
     assert neuropod_tempdirs() == before
@@ -113,12 +115,13 @@ def test_zip_of_the_package_folder_itself(addition_zip_package, tmp_path):
 
 def test_zip_slip_is_refused(addition_zip_package, tmp_path):
     before = neuropod_tempdirs()
-    temp = tempfile.gettempdir()  # zips are extracted into temp/neuropod-XXXX
+    temp = tempfile.gettempdir()  # zips are extracted into temp/neuropod-XXXX/package
     evil = _rezip(addition_zip_package, tmp_path / "evil.zip", extra=[("../evil", b"pwned")])
     with pytest.raises(neuropods_native.PackageError, match=r"'\.\./evil'.*escapes") as info:
         load(evil)
     assert isinstance(info.value, ValueError)
     assert not os.path.exists(os.path.join(temp, "evil"))
+    assert not any(os.path.exists(os.path.join(temp, d, "evil")) for d in os.listdir(temp))
     assert not os.path.exists(os.path.join(os.path.dirname(temp), "evil"))
     assert not os.path.exists(tmp_path / "evil")
     assert neuropod_tempdirs() == before

@@ -19,6 +19,7 @@ __all__ = [
     "RequirementsError",
     "BackendError",
     "ModelClosedError",
+    "UnsafeAfterForkError",
     "NeuropodIOError",
     "OutOfMemoryError",
     "InternalError",
@@ -92,6 +93,13 @@ class BackendError(NeuropodError, RuntimeError):
 
 class ModelClosedError(NeuropodError, RuntimeError):
     """The model was closed."""
+
+
+class UnsafeAfterForkError(NeuropodError, RuntimeError):
+    """A model whose framework's thread pools do not survive ``fork`` was
+    called (or loaded) in a forked process, where it would hang. The message
+    names the platform, this process, the one that started the pools, and
+    the safe pattern (load after fork)."""
 
 
 class NeuropodIOError(NeuropodError, OSError):

@@ -79,6 +79,24 @@ pub enum Error {
         /// The framework's message.
         message: String,
     },
+    /// A model cannot run in this process: it is a fork of the process that
+    /// started the framework's thread pools, whose threads a fork does not
+    /// copy (the call would wait for them forever).
+    #[error(
+        "{platform} model cannot run in process {pid}: it was forked from process {pools_pid}, \
+         where {platform}'s thread pools were started, and those threads do not exist in a fork. \
+         Load models after fork (e.g. in gunicorn's post_fork hook, not with --preload){safe_setting}"
+    )]
+    UnsafeAfterFork {
+        /// Platform of the model.
+        platform: String,
+        /// This process.
+        pid: u32,
+        /// The ancestor that started the thread pools.
+        pools_pid: u32,
+        /// A setting under which the platform does run after fork, if any.
+        safe_setting: String,
+    },
     /// Bytes given to `deserialize` are not a valid serialized tensor.
     #[error("cannot deserialize: {0}")]
     Serialization(String),

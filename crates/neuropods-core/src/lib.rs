@@ -30,6 +30,8 @@ pub mod backend;
 pub mod config;
 pub mod device;
 mod error;
+mod extraction;
+mod fork;
 mod model;
 pub mod package;
 pub mod serialize;

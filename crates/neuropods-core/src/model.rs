@@ -6,6 +6,7 @@ use std::path::Path;
 use crate::backend::{registry, BackendModel, BackendOptions};
 use crate::config::{ModelConfig, Platform};
 use crate::error::Result;
+use crate::fork;
 use crate::package::Package;
 use crate::spec::{validate, Direction, SymbolBindings, TensorSpec};
 use crate::tensor::TensorMap;
@@ -26,6 +27,7 @@ pub struct Neuropod {
     // Dropped first: the backend may hold files of the package open.
     model: BackendModel,
     warnings: Vec<String>,
+    options: BackendOptions,
     package: Package,
 }
 
@@ -39,6 +41,7 @@ impl Neuropod {
         }
         let platform = package.config().platform;
         let vtable = registry::backend(platform)?;
+        fork::before_load(platform, &options.backend)?;
         let backend_config = package.backend_config()?;
         let (model, warnings) = BackendModel::load(
             vtable,
@@ -51,15 +54,18 @@ impl Neuropod {
         Ok(Neuropod {
             model,
             warnings,
+            options: options.backend.clone(),
             package,
         })
     }
 
     /// Runs the model. Inputs are checked against the input spec before the
     /// backend sees them, outputs against the output spec after; a symbol
-    /// takes one value across both.
+    /// takes one value across both. In a forked process, a model whose
+    /// framework would hang there is refused ([`crate::Error::UnsafeAfterFork`]).
     pub fn infer(&self, inputs: &TensorMap) -> Result<TensorMap> {
         let config = self.package.config();
+        fork::check(config.platform, &self.options)?;
         let mut bindings = SymbolBindings::new();
         validate(&config.input_spec, inputs, Direction::Input, &mut bindings)?;
         let outputs = self.model.infer(inputs)?;

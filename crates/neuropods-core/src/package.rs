@@ -1,7 +1,8 @@
 //! Packages on disk: a directory, or a zip of that directory's tree.
 //!
 //! A zip is extracted into a private temporary folder that lives as long as
-//! the [`Package`]; entries that would land outside it (`..`, absolute paths,
+//! the [`Package`] (and belongs to the process that made it, see
+//! the `extraction` module); entries that would land outside it (`..`, absolute paths,
 //! symlinks) and archives that inflate far beyond their size are refused.
 
 use std::collections::BTreeMap;
@@ -14,6 +15,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::{ModelConfig, CONFIG_FILE};
 use crate::error::{Error, Result};
+use crate::extraction::ExtractionDir;
 
 /// The manifest's file name at the package root.
 pub const MANIFEST_FILE: &str = "manifest.json";
@@ -48,7 +50,7 @@ pub struct Package {
     root: PathBuf,
     config: ModelConfig,
     // Declared last so that it is removed after everything else is dropped.
-    _extracted: Option<tempfile::TempDir>,
+    _extracted: Option<ExtractionDir>,
 }
 
 impl Package {
@@ -70,12 +72,10 @@ impl Package {
             check_symlinks_stay_inside(&source)?;
             (source.clone(), None)
         } else {
-            let dir = tempfile::Builder::new()
-                .prefix("neuropod-")
-                .tempdir()
-                .map_err(|e| Error::io(std::env::temp_dir(), e))?;
-            extract_zip(&source, dir.path(), limits)?;
-            (find_root(&source, dir.path())?, Some(dir))
+            let dir = ExtractionDir::create()?;
+            let tree = dir.tree();
+            extract_zip(&source, &tree, limits)?;
+            (find_root(&source, &tree)?, Some(dir))
         };
         let config_path = root.join(CONFIG_FILE);
         let text = fs::read_to_string(&config_path).map_err(|e| match e.kind() {

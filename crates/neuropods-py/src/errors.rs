@@ -59,6 +59,7 @@ fn class_of(err: &Error) -> &'static str {
         Error::Serialization(_) => "SerializationError",
         Error::Io { .. } => "NeuropodIOError",
         Error::OutOfMemory(_) => "OutOfMemoryError",
+        Error::UnsafeAfterFork { .. } => "UnsafeAfterForkError",
         _ => "InternalError",
     }
 }

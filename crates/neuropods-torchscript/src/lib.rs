@@ -129,6 +129,30 @@ fn apply_intra_op_threads_here(n: u32) {
     });
 }
 
+thread_local! {
+    /// Set in the one thread of a forked child (the thread that called
+    /// `fork`), by the handler [`note_forks`] registers.
+    static FORKED_HERE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Registers, once, a fork handler that marks the forking thread in the
+/// child. libtorch's intra-op pool is OpenMP, and libgomp keeps a pool per
+/// thread that started a parallel region: in a fork, that thread's pool
+/// lists threads the fork did not copy, and its next parallel op waits for
+/// them forever (measured: a 600x600 matmul in the parent, then in the
+/// child). Ops run single-threaded on that thread never use the pool.
+fn note_forks() {
+    extern "C" fn in_child() {
+        FORKED_HERE.with(|forked| forked.set(true));
+    }
+    static REGISTERED: std::sync::Once = std::sync::Once::new();
+    REGISTERED.call_once(|| {
+        // SAFETY: registers a handler that only sets a thread-local flag;
+        // this library is never unloaded.
+        unsafe { libc::pthread_atfork(None, None, Some(in_child)) };
+    });
+}
+
 fn load_custom_ops(root: &Path, config: &ModelConfig) -> Result<()> {
     for op in &config.custom_ops {
         let path = root.join("0/ops").join(op);
@@ -207,6 +231,7 @@ fn cuda_device_count(ctx: &LoadContext) -> usize {
 
 impl Backend for TorchScriptBackend {
     fn load(ctx: &LoadContext) -> Result<Box<dyn BackendModel>> {
+        note_forks();
         apply_threads(ctx);
         let gpus = cuda_device_count(ctx);
         let (device, warning) = model_device(ctx.options.visible_gpu, gpus)?;
@@ -322,7 +347,12 @@ impl TorchScriptModel {
 
 impl BackendModel for TorchScriptModel {
     fn infer(&self, inputs: &TensorMap) -> Result<TensorMap> {
-        if let Some(n) = self.intra_op_threads {
+        let threads = if FORKED_HERE.with(Cell::get) {
+            Some(1)
+        } else {
+            self.intra_op_threads
+        };
+        if let Some(n) = threads {
             apply_intra_op_threads_here(n);
         }
         let torch_inputs = inputs
