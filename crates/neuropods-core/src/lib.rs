@@ -30,6 +30,7 @@ pub mod backend;
 pub mod config;
 pub mod device;
 mod error;
+pub mod json;
 mod model;
 pub mod package;
 pub mod serialize;
