@@ -159,6 +159,50 @@ def create_python(c: Context, requirements: str, load_it: bool = False):
     return load(str(c.tmp / "py")) if load_it else None
 
 
+def with_backend_config(path: str, change: Callable[[dict], object]) -> str:
+    """`path` with its 0/config.json changed."""
+    backend_config = os.path.join(path, "0", "config.json")
+    with open(backend_config) as f:
+        config = json.load(f)
+    with open(backend_config, "w") as f:
+        json.dump(change(config), f)
+    return path
+
+
+def tf_graph_package(c: Context, change: Callable[[dict], object]):
+    """Loads a TF frozen-graph package (x + y) whose 0/config.json is changed."""
+    import tensorflow as tf
+    from neuropods.packagers import create_tensorflow_neuropod
+
+    g = tf.Graph()
+    with g.as_default():
+        x = tf.compat.v1.placeholder(tf.float32, [None], name="x")
+        y = tf.compat.v1.placeholder(tf.float32, [None], name="y")
+        tf.add(x, y, name="out")
+    spec = [{"name": n, "dtype": "float32", "shape": (None,)} for n in ("x", "y")]
+    create_tensorflow_neuropod(
+        neuropod_path=str(c.tmp / "tf"), model_name="add", graph_def=g.as_graph_def(),
+        node_name_mapping={"x": "x:0", "y": "y:0", "out": "out:0"},
+        input_spec=spec, output_spec=[{"name": "out", "dtype": "float32", "shape": (None,)}],
+    )
+    return load(with_backend_config(str(c.tmp / "tf"), change))
+
+
+def python_package(c: Context, change: Callable[[dict], object]):
+    """Loads the python identity package with its 0/config.json changed."""
+    create_python(c, "numpy\n")
+    return load(with_backend_config(str(c.tmp / "py"), change))
+
+
+def with_manifest(c: Context, change: Callable[[dict], object]) -> str:
+    path = c.copy()
+    with open(os.path.join(path, "manifest.json")) as f:
+        manifest = json.load(f)
+    with open(os.path.join(path, "manifest.json"), "w") as f:
+        json.dump(change(manifest), f)
+    return path
+
+
 CASES = {
     # ---- infer: inputs
     "wrong_dtype": Case(lambda c: c.infer({"x": F32, "y": F32.astype(np.float64)}),
@@ -224,6 +268,20 @@ CASES = {
                                 ["input_spec[1].name", "duplicate", "'x'"]),
     "bad_device": Case(config_case(["input_tensor_device", "x"], "TPU"), N.ConfigError,
                        ["input_tensor_device.x", "TPU"]),
+    # ---- a backend's 0/config.json
+    "tf_signature_name_not_string": Case(lambda c: tf_graph_package(c, lambda b: {**b, "signature_name": 3}),
+                                         N.ConfigError, ["0/config.json", "signature_name", "expected a string"]),
+    "tf_init_op_name_not_string": Case(lambda c: tf_graph_package(c, lambda b: {**b, "init_op_names": [1]}),
+                                       N.ConfigError, ["0/config.json", "init_op_names[0]", "got a number"]),
+    "tf_unknown_field": Case(lambda c: tf_graph_package(c, lambda b: {**b, "inputs": ["x"]}), N.ConfigError,
+                             ["0/config.json", "inputs", "unknown field", "node_name_mapping"]),
+    "tf_node_name_mapping_not_object": Case(lambda c: tf_graph_package(c, lambda b: {**b, "node_name_mapping": "x"}),
+                                            N.ConfigError, ["0/config.json", "node_name_mapping",
+                                                            "expected an object, got a string"]),
+    "python_entrypoint_not_string": Case(lambda c: python_package(c, lambda b: {**b, "entrypoint": 5}),
+                                         N.ConfigError, ["0/config.json", "entrypoint", "expected a string"]),
+    "python_entrypoint_missing": Case(lambda c: python_package(c, lambda b: {"entrypoint_package": "identity"}),
+                                      N.ConfigError, ["0/config.json", "entrypoint: missing"]),
     # ---- packages on disk
     "missing_package": Case(lambda c: load(str(c.tmp / "nowhere")), N.PackageNotFoundError, ["nowhere"]),
     "missing_config": Case(lambda c: (os.remove(os.path.join(p := c.copy(), "config.json")), load(p)),
@@ -233,6 +291,12 @@ CASES = {
     "symlink_out_of_package": Case(lambda c: load(symlink_out(c)), N.PackageError, ["leak.txt", "outside"]),
     "manifest_hash_mismatch": Case(lambda c: load(tamper(c), verify_manifest=True), N.PackageError,
                                    ["manifest", "model.pt"]),
+    "manifest_version_not_integer": Case(lambda c: load(with_manifest(c, lambda m: {**m, "manifest_version": "1"}),
+                                                        verify_manifest=True),
+                                         N.ConfigError, ["manifest.json", "manifest_version", "got a string"]),
+    "manifest_files_not_object": Case(lambda c: load(with_manifest(c, lambda m: {**m, "files": []}),
+                                                     verify_manifest=True),
+                                      N.ConfigError, ["manifest.json", "files", "expected an object, got a list"]),
     # ---- zip packages
     "zip_dotdot_entry": Case(lambda c: load(c.zip_with("../escaped.txt")), N.PackageError,
                              ["../escaped.txt", "escapes the package folder"]),

@@ -107,7 +107,7 @@ CONFIG_CASES = {
     "duplicate_tensor_name": (_set(["input_spec", 1, "name"], "x"), ["input_spec[1].name", "duplicate", "'x'"]),
     "device_for_unknown_input": (_set(["input_tensor_device", "z"], "CPU"), ["input_tensor_device.z", "not an input"]),
     "bad_device": (_set(["input_tensor_device", "x"], "TPU"), ["input_tensor_device.x", "TPU"]),
-    "custom_ops_not_list": (_set(["custom_ops"], "ops.so"), ["custom_ops", "list of strings"]),
+    "custom_ops_not_list": (_set(["custom_ops"], "ops.so"), ["custom_ops", "expected a list, got a string"]),
     "spec_entry_not_object": (_set(["output_spec", 0], "out"), ["output_spec[0]", "object"]),
 }
 
@@ -150,8 +150,8 @@ def test_python_platforms_need_their_entrypoint(base_config, package_with_config
         os.makedirs(os.path.join(path, "0"), exist_ok=True)
         with open(os.path.join(path, "0", "config.json"), "w") as f:
             f.write('{"entrypoint": "get_model"}')
-        # A backend's config errors cross the backend ABI as package errors.
-        with pytest.raises(neuropods_native.PackageError, match="0/config.json: entrypoint_package: missing"):
+        # A backend's config errors cross the backend ABI as config errors.
+        with pytest.raises(neuropods_native.ConfigError, match="0/config.json: entrypoint_package: missing"):
             load(path)
         shutil.rmtree(path)
 
@@ -257,6 +257,41 @@ def test_verify_manifest_detects_missing_manifest(addition_package, tmp_path):
     os.remove(os.path.join(path, "manifest.json"))
     with pytest.raises(neuropods_native.PackageError, match="manifest.json"):
         load(path, verify_manifest=True)
+
+
+MANIFEST_CASES = {
+    # id: (change to manifest.json, "field: reason" the error names)
+    "version_not_integer": (lambda m: {**m, "manifest_version": "1"},
+                            "manifest_version: expected a non-negative integer, got a string"),
+    "unknown_version": (lambda m: {**m, "manifest_version": 2},
+                        "manifest_version: this Neuropods reads version 1, got 2"),
+    "files_missing": (lambda m: {"manifest_version": 1}, "files: missing"),
+    "files_not_object": (lambda m: {**m, "files": sorted(m["files"])}, "files: expected an object, got a list"),
+    "digest_not_string": (lambda m: {**m, "files": {**m["files"], "config.json": 5}},
+                          "files.config.json: expected a string, got a number"),
+    "digest_not_sha256": (lambda m: {**m, "files": {**m["files"], "config.json": "abc"}},
+                          "files.config.json: expected a sha256 digest (64 hex digits), got 'abc'"),
+    "unknown_field": (lambda m: {**m, "signature": "x"},
+                      "signature: unknown field (known: manifest_version, files)"),
+}
+
+
+@pytest.mark.parametrize("case", list(MANIFEST_CASES))
+def test_manifest_with_wrong_fields_is_a_config_error(addition_package, tmp_path, case):
+    change, expected = MANIFEST_CASES[case]
+    path = copy_package(addition_package, str(tmp_path / "pkg"))
+    manifest_path = os.path.join(path, "manifest.json")
+    with open(manifest_path) as f:
+        manifest = json.load(f)
+    with open(manifest_path, "w") as f:
+        json.dump(change(manifest), f)
+    with pytest.raises(neuropods_native.ConfigError) as info:
+        load(path, verify_manifest=True)
+    assert isinstance(info.value, ValueError)
+    assert f"invalid config manifest.json: {expected}" in str(info.value)
+    # The manifest is read only to verify the package.
+    with load(path) as model:
+        assert model.name == "addition_model"
 
 
 # ------------------------------------------------------------------ options

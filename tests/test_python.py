@@ -2,6 +2,7 @@
 with create_python_neuropod / create_pytorch_neuropod, and run through the
 same API (and the same checks) as the other platforms."""
 
+import json
 import sys
 import textwrap
 
@@ -331,3 +332,32 @@ def test_zip_load_close_cycles_leave_no_importer_cache_entries(tmp_path, monkeyp
     assert len(sys.path_importer_cache) == importers
     assert len(sys.modules) == modules
     assert not [n for n in sys.modules if n.startswith("_neuropod_") and n.endswith(("_cycled", "_failing"))]
+
+
+PY_CONFIG_CASES = {
+    # id: (change to 0/config.json, "field: reason" the error names)
+    "entrypoint_not_string": (lambda c: {**c, "entrypoint": 5}, "entrypoint: expected a string, got a number"),
+    "entrypoint_missing": (lambda c: {"entrypoint_package": c["entrypoint_package"]}, "entrypoint: missing"),
+    "entrypoint_package_empty": (lambda c: {**c, "entrypoint_package": ""}, "entrypoint_package: must not be empty"),
+    "unknown_field": (lambda c: {**c, "python_root": "src"},
+                      "python_root: unknown field (known: entrypoint_package, entrypoint)"),
+    "not_an_object": (lambda c: [c], "<document>: expected a JSON object with entrypoint_package and entrypoint, "
+                                     "got a list"),
+}
+
+
+@pytest.mark.parametrize("case", list(PY_CONFIG_CASES))
+def test_wrong_fields_in_the_backend_config_are_config_errors(tmp_path, case):
+    change, expected = PY_CONFIG_CASES[case]
+    path = package_scaler(tmp_path)
+    backend_config = path / "0" / "config.json"
+    original = json.loads(backend_config.read_text())
+    backend_config.write_text(json.dumps(change(original)))
+    with pytest.raises(neuropods_native.ConfigError) as info:
+        load_neuropod(path)
+    assert isinstance(info.value, ValueError)
+    assert f"invalid config 0/config.json: {expected}" in str(info.value)
+    # That field was the only thing wrong: the package as written loads.
+    backend_config.write_text(json.dumps(original))
+    with load_neuropod(path) as model:
+        assert model.platform == "python"

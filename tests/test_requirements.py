@@ -144,9 +144,8 @@ def test_malformed_line_is_refused_by_the_packager_with_its_number(tmp_path, lin
 def test_malformed_line_in_a_package_is_a_config_error_at_load(tmp_path):
     path = package(tmp_path, "numpy\n")
     (path / "0" / "requirements.lock").write_text("numpy\nnumpy>=>1\n")
-    # A ConfigError from the backend's side crosses the backend ABI as a
-    # package error (the ABI's error kinds); either names file and line.
-    with pytest.raises((neuropods_native.ConfigError, neuropods_native.PackageError),
+    # The backend's config error crosses the backend ABI as one.
+    with pytest.raises(neuropods_native.ConfigError,
                        match=r"0/requirements.lock: line 2: 'numpy>=>1'") as info:
         load_neuropod(path)
     assert isinstance(info.value, ValueError)

@@ -1,7 +1,9 @@
 """TensorFlow models made by TF in fixtures, packaged with
 create_tensorflow_neuropod and run through the same API as TorchScript."""
 
+import json
 import os
+import shutil
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -385,3 +387,65 @@ def test_startup_log_is_quiet_unless_the_user_asks(tmp_path):
     verbose = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert verbose.returncode == 0, verbose.stderr
     assert "I0000" in verbose.stderr
+
+
+# ------------------------------------------------- the backend's 0/config.json
+
+
+@pytest.fixture(scope="module")
+def tf_packages(tmp_path_factory):
+    """A frozen-graph package and a SavedModel package, as the packager
+    writes them (each loads as is)."""
+    root = tmp_path_factory.mktemp("tf_backend_config")
+    common = dict(model_name="m")
+    create_tensorflow_neuropod(
+        neuropod_path=root / "graph", input_spec=ADD_SPEC_IN, output_spec=ADD_SPEC_OUT,
+        node_name_mapping=ADD_MAPPING, graph_def=addition_graph_def(), **common,
+    )
+    create_tensorflow_neuropod(
+        neuropod_path=root / "saved", input_spec=SCALER_IN, output_spec=SCALER_OUT,
+        trackable_obj=Scaler(), **common,
+    )
+    return {"graph": root / "graph", "saved": root / "saved"}
+
+
+TF_CONFIG_CASES = {
+    # id: (package, change to 0/config.json, "field: reason" the error names)
+    "signature_name_not_string": ("saved", lambda c: {**c, "signature_name": 3},
+                                  "signature_name: expected a string, got a number"),
+    "signature_keys_not_object": ("saved", lambda c: {**c, "signature_keys": "scaled"},
+                                  "signature_keys: expected an object, got a string"),
+    "init_op_name_not_string": ("graph", lambda c: {**c, "init_op_names": [1]},
+                                "init_op_names[0]: expected a string, got a number"),
+    "init_op_names_not_list": ("graph", lambda c: {**c, "init_op_names": "init"},
+                               "init_op_names: expected a list, got a string"),
+    "node_name_mapping_not_object": ("graph", lambda c: {**c, "node_name_mapping": ["x", "y", "out"]},
+                                     "node_name_mapping: expected an object, got a list"),
+    "node_name_not_string": ("graph", lambda c: {**c, "node_name_mapping": {**c["node_name_mapping"], "x": 0}},
+                             "node_name_mapping.x: expected a string, got a number"),
+    "node_name_mapping_missing": ("graph", lambda c: {k: v for k, v in c.items() if k != "node_name_mapping"},
+                                  "node_name_mapping: missing"),
+    "node_name_mapping_incomplete": ("graph", lambda c: {**c, "node_name_mapping": {"x": ADD_MAPPING["x"]}},
+                                     "node_name_mapping: no entry for"),
+    "unknown_field": ("graph", lambda c: {**c, "input_names": ["x"]},
+                      "input_names: unknown field (known: node_name_mapping, init_op_names, "
+                      "signature_name, signature_keys)"),
+    "not_an_object": ("graph", lambda c: [c], "<document>: expected a JSON object, got a list"),
+}
+
+
+@pytest.mark.parametrize("case", list(TF_CONFIG_CASES))
+def test_wrong_fields_in_the_backend_config_are_config_errors(tmp_path, tf_packages, case):
+    which, change, expected = TF_CONFIG_CASES[case]
+    path = shutil.copytree(tf_packages[which], tmp_path / which)
+    backend_config = path / "0" / "config.json"
+    original = json.loads(backend_config.read_text())
+    backend_config.write_text(json.dumps(change(original)))
+    with pytest.raises(neuropods_native.ConfigError) as info:
+        load_neuropod(path)
+    assert isinstance(info.value, ValueError)
+    assert f"invalid config 0/config.json: {expected}" in str(info.value)
+    # That field was the only thing wrong: the package as written loads.
+    backend_config.write_text(json.dumps(original))
+    with load_neuropod(path) as model:
+        assert model.platform == "tensorflow"

@@ -32,6 +32,7 @@ pub mod device;
 mod error;
 mod extraction;
 mod fork;
+pub mod json;
 mod model;
 pub mod package;
 pub mod serialize;

@@ -47,7 +47,7 @@ impl Neuropod {
             vtable,
             platform,
             package.root(),
-            &package.config().to_json(),
+            package.config(),
             backend_config.as_deref(),
             &options.backend,
         )?;

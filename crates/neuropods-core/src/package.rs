@@ -10,12 +10,14 @@ use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Component, Path, PathBuf};
 
+use serde::Deserialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::config::{ModelConfig, CONFIG_FILE};
 use crate::error::{Error, Result};
 use crate::extraction::ExtractionDir;
+use crate::json;
 
 /// The manifest's file name at the package root.
 pub const MANIFEST_FILE: &str = "manifest.json";
@@ -129,7 +131,7 @@ impl Package {
         let manifest_path = self.root.join(MANIFEST_FILE);
         let text = fs::read_to_string(&manifest_path)
             .map_err(|e| invalid(format!("cannot read {MANIFEST_FILE}: {e}")))?;
-        let expected = parse_manifest(&text).map_err(invalid)?;
+        let expected = parse_manifest(&text)?;
         let mut found = BTreeMap::new();
         for rel in list_files(&self.root).map_err(|e| Error::io(&self.root, e))? {
             if rel != MANIFEST_FILE {
@@ -168,25 +170,50 @@ pub fn build_manifest(root: &Path) -> Result<String> {
     Ok(serde_json::to_string_pretty(&manifest).unwrap_or_default())
 }
 
-fn parse_manifest(text: &str) -> std::result::Result<BTreeMap<String, String>, String> {
-    let value: Value =
-        serde_json::from_str(text).map_err(|e| format!("{MANIFEST_FILE}: not valid JSON: {e}"))?;
-    if value.get("manifest_version").and_then(Value::as_u64) != Some(1) {
-        return Err(format!("{MANIFEST_FILE}: manifest_version must be 1"));
+/// manifest.json as written.
+#[derive(Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a JSON object with manifest_version and files"
+)]
+struct Manifest {
+    manifest_version: u64,
+    files: BTreeMap<String, Sha256Hex>,
+}
+
+/// A sha256 digest as 64 hex digits (kept in lower case).
+struct Sha256Hex(String);
+
+impl<'de> Deserialize<'de> for Sha256Hex {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        if text.len() != 64 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(serde::de::Error::custom(format!(
+                "expected a sha256 digest (64 hex digits), got '{text}'"
+            )));
+        }
+        Ok(Sha256Hex(text.to_ascii_lowercase()))
     }
-    let files = value
-        .get("files")
-        .and_then(Value::as_object)
-        .ok_or_else(|| format!("{MANIFEST_FILE}: files must be an object"))?;
-    files
-        .iter()
-        .map(|(k, v)| match v.as_str() {
-            Some(d) => Ok((k.clone(), d.to_ascii_lowercase())),
-            None => Err(format!(
-                "{MANIFEST_FILE}: files.{k} must be a sha256 hex string"
-            )),
-        })
-        .collect()
+}
+
+/// The sha256 of each file listed in manifest.json text.
+fn parse_manifest(text: &str) -> Result<BTreeMap<String, String>> {
+    let manifest: Manifest = json::parse(MANIFEST_FILE, text)?;
+    if manifest.manifest_version != 1 {
+        return Err(Error::config(
+            MANIFEST_FILE,
+            "manifest_version",
+            format!(
+                "this Neuropods reads version 1, got {}",
+                manifest.manifest_version
+            ),
+        ));
+    }
+    Ok(manifest
+        .files
+        .into_iter()
+        .map(|(path, digest)| (path, digest.0))
+        .collect())
 }
 
 fn sha256_file(path: &Path) -> io::Result<String> {

@@ -5,18 +5,31 @@
 
 use std::fs;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use neuropods_core::backend::abi::BackendVTable;
 use neuropods_core::backend::plugin::{self, Backend, BackendModel, LoadContext};
-use neuropods_core::backend::registry;
-use neuropods_core::{Buffer, Error, LoadOptions, Neuropod, Platform, Result, Tensor, TensorMap};
+use neuropods_core::backend::{registry, BackendOptions};
+use neuropods_core::{
+    Buffer, Error, LoadOptions, ModelConfig, Neuropod, Platform, Result, Tensor, TensorMap,
+};
 
 /// Inputs the test model was asked to keep (x[0] == -4), as a model with a
 /// cache or a history would.
 static KEPT: Mutex<Vec<Tensor>> = Mutex::new(Vec::new());
+
+/// The config and options each load got, by package root.
+static LOADED_WITH: Mutex<Vec<(PathBuf, ModelConfig, BackendOptions)>> = Mutex::new(Vec::new());
+
+/// The test backend's own 0/config.json.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct TestBackendConfig {
+    greeting: Option<String>,
+}
 
 /// Doubles `x`, upper-cases `s`; fails or panics on request.
 struct TestBackend;
@@ -66,6 +79,12 @@ impl BackendModel for TestModel {
 
 impl Backend for TestBackend {
     fn load(ctx: &LoadContext) -> Result<Box<dyn BackendModel>> {
+        LOADED_WITH.lock().unwrap().push((
+            ctx.package_root.clone(),
+            ctx.config.clone(),
+            ctx.options.clone(),
+        ));
+        let _: Option<TestBackendConfig> = ctx.parse_backend_config()?;
         if ctx.options.visible_gpu.is_some() {
             ctx.warn("test backend has no GPU; running on CPU");
         }
@@ -209,6 +228,79 @@ fn load_errors_and_warnings_cross_the_boundary() {
 }
 
 #[test]
+fn config_and_options_reach_the_backend_as_the_core_parsed_them() {
+    let dir = tempfile::tempdir().unwrap();
+    write_package(dir.path());
+    let mut config: serde_json::Value = serde_json::from_str(CONFIG).unwrap();
+    config["platform_version_semver"] = "^1.2".into();
+    config["input_tensor_device"] = serde_json::json!({"s": "CPU", "x": "GPU"});
+    config["custom_ops"] = serde_json::json!(["libone.so", "libtwo.so"]);
+    config["output_spec"][0]["shape"] = serde_json::json!(["n", 3, null]);
+    fs::write(dir.path().join("config.json"), config.to_string()).unwrap();
+    registry::register(Platform::Python, &VTABLE);
+    for backend in [
+        BackendOptions::default(),
+        BackendOptions {
+            visible_gpu: Some(1),
+            intra_op_threads: Some(3),
+            inter_op_threads: Some(0),
+        },
+    ] {
+        let options = LoadOptions {
+            backend: backend.clone(),
+            ..Default::default()
+        };
+        let model = Neuropod::load(dir.path(), &options).unwrap();
+        let seen = LOADED_WITH
+            .lock()
+            .unwrap()
+            .iter()
+            .rev()
+            .find(|(root, _, _)| root == dir.path())
+            .map(|(_, config, options)| (config.clone(), options.clone()))
+            .unwrap();
+        assert_eq!(seen, (model.config().clone(), backend));
+    }
+}
+
+#[test]
+fn backend_config_errors_cross_as_config_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    write_package(dir.path());
+    for (text, field, reason) in [
+        (
+            r#"{"greeting": 3}"#,
+            "greeting",
+            "expected a string, got a number",
+        ),
+        (
+            r#"{"colour": "red"}"#,
+            "colour",
+            "unknown field (known: greeting)",
+        ),
+        ("{", "<document>", "not valid JSON"),
+    ] {
+        fs::write(dir.path().join("0/config.json"), text).unwrap();
+        match load(dir.path()) {
+            Err(Error::InvalidConfig {
+                file,
+                field: got_field,
+                reason: got_reason,
+            }) => {
+                assert_eq!(
+                    (file.as_str(), got_field.as_str()),
+                    ("0/config.json", field)
+                );
+                assert!(got_reason.starts_with(reason), "{text}: {got_reason}");
+            }
+            other => panic!("{text}: expected a config error, got {:?}", other.map(drop)),
+        }
+    }
+    fs::write(dir.path().join("0/config.json"), r#"{"greeting": "hi"}"#).unwrap();
+    load(dir.path()).unwrap();
+}
+
+#[test]
 fn missing_package_is_package_not_found() {
     let err = load(Path::new("/no/such/package")).err().unwrap();
     assert!(matches!(err, Error::PackageNotFound { .. }), "{err}");
@@ -312,6 +404,79 @@ fn manifest_detects_changed_missing_and_extra_files() {
         .unwrap_err()
         .to_string()
         .contains("is not in the manifest"));
+}
+
+#[test]
+fn manifest_with_wrong_fields_is_a_config_error_naming_them() {
+    let dir = tempfile::tempdir().unwrap();
+    write_package(dir.path());
+    let digest = "ab".repeat(32);
+    let verify = |manifest: &str| {
+        fs::write(dir.path().join("manifest.json"), manifest).unwrap();
+        registry::register(Platform::Python, &VTABLE);
+        let options = LoadOptions {
+            verify_manifest: true,
+            ..Default::default()
+        };
+        match Neuropod::load(dir.path(), &options) {
+            Err(Error::InvalidConfig {
+                file,
+                field,
+                reason,
+            }) => {
+                assert_eq!(file, "manifest.json");
+                (field, reason)
+            }
+            other => panic!(
+                "{manifest}: expected a config error, got {:?}",
+                other.map(drop)
+            ),
+        }
+    };
+    for (manifest, field, reason) in [
+        (
+            r#"{"manifest_version": "1", "files": {}}"#.to_string(),
+            "manifest_version",
+            "expected a non-negative integer, got a string",
+        ),
+        (
+            r#"{"manifest_version": 2, "files": {}}"#.to_string(),
+            "manifest_version",
+            "this Neuropods reads version 1, got 2",
+        ),
+        (r#"{"manifest_version": 1}"#.to_string(), "files", "missing"),
+        (
+            r#"{"manifest_version": 1, "files": []}"#.to_string(),
+            "files",
+            "expected an object, got a list",
+        ),
+        (
+            r#"{"manifest_version": 1, "files": {"config.json": 5}}"#.to_string(),
+            "files.config.json",
+            "expected a string, got a number",
+        ),
+        (
+            r#"{"manifest_version": 1, "files": {"config.json": "abc"}}"#.to_string(),
+            "files.config.json",
+            "expected a sha256 digest (64 hex digits), got 'abc'",
+        ),
+        (
+            format!(r#"{{"manifest_version": 1, "files": {{}}, "signed_by": "{digest}"}}"#),
+            "signed_by",
+            "unknown field (known: manifest_version, files)",
+        ),
+        (
+            "[]".to_string(),
+            "<document>",
+            "expected a JSON object with manifest_version and files, got a list",
+        ),
+    ] {
+        assert_eq!(
+            verify(&manifest),
+            (field.to_string(), reason.to_string()),
+            "{manifest}"
+        );
+    }
 }
 
 /// Caller memory that counts how often it is freed.

@@ -4,12 +4,13 @@ use std::ffi::CString;
 use std::mem::ManuallyDrop;
 
 use neuropods_core::backend::plugin::{Backend, BackendModel, LoadContext};
+use neuropods_core::package::BACKEND_CONFIG_FILE;
 use neuropods_core::{Error, Result, TensorMap};
 use pyo3::exceptions::PyImportError;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyModule};
-use serde_json::Value;
+use serde::Deserialize;
 
 use crate::arrays::{tensor_from_numpy, tensor_to_numpy, Access, ConvertError};
 use crate::interpreter;
@@ -130,37 +131,43 @@ struct PythonModel {
     model: ManuallyDrop<Py<PyAny>>,
 }
 
-fn config_string(config: &Value, field: &str) -> Result<String> {
-    config
-        .get(field)
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .ok_or_else(|| Error::InvalidConfig {
-            file: "0/config.json".into(),
-            field: field.into(),
-            reason: "missing or not a non-empty string".into(),
-        })
+/// The backend's 0/config.json: the package's code is entered by calling
+/// `entrypoint_package.entrypoint(data_root)`.
+#[derive(Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a JSON object with entrypoint_package and entrypoint"
+)]
+struct PythonBackendConfig {
+    entrypoint_package: String,
+    entrypoint: String,
 }
 
 impl Backend for PythonBackend {
     fn load(ctx: &LoadContext) -> Result<Box<dyn BackendModel>> {
         let root = &ctx.package_root;
-        let text = ctx
-            .backend_config
-            .as_deref()
+        let PythonBackendConfig {
+            entrypoint_package,
+            entrypoint,
+        } = ctx
+            .parse_backend_config()?
             .ok_or_else(|| Error::InvalidPackage {
                 path: root.clone(),
                 reason: "a python package needs 0/config.json (entrypoint_package, entrypoint)"
                     .into(),
             })?;
-        let config: Value = serde_json::from_str(text).map_err(|e| Error::InvalidConfig {
-            file: "0/config.json".into(),
-            field: "<document>".into(),
-            reason: format!("not valid JSON: {e}"),
-        })?;
-        let entrypoint_package = config_string(&config, "entrypoint_package")?;
-        let entrypoint = config_string(&config, "entrypoint")?;
+        for (field, value) in [
+            ("entrypoint_package", &entrypoint_package),
+            ("entrypoint", &entrypoint),
+        ] {
+            if value.is_empty() {
+                return Err(Error::InvalidConfig {
+                    file: BACKEND_CONFIG_FILE.into(),
+                    field: field.into(),
+                    reason: "must not be empty".into(),
+                });
+            }
+        }
         let requirements = match std::fs::read_to_string(root.join(REQUIREMENTS_FILE)) {
             Ok(text) => Some(text),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,

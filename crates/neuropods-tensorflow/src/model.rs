@@ -7,8 +7,9 @@ use std::sync::Arc;
 
 use neuropods_core::backend::plugin::{points_into_inputs, Backend, BackendModel, LoadContext};
 use neuropods_core::device::model_device;
+use neuropods_core::package::BACKEND_CONFIG_FILE;
 use neuropods_core::{Buffer, DType, Error, Result, Tensor, TensorMap, TensorSpec};
-use serde_json::Value;
+use serde::Deserialize;
 
 use crate::dtypes;
 use crate::ffi::{self, Endpoint, Graph, Session};
@@ -21,6 +22,28 @@ pub struct TensorFlowBackend;
 pub const GRAPH_FILE: &str = "0/data/model.pb";
 /// SavedModel folder, relative to the package root.
 pub const SAVED_MODEL_DIR: &str = "0/data/savedmodel";
+
+/// The backend's 0/config.json. A frozen graph needs `node_name_mapping`
+/// (spec name -> `"op:index"`, as the original Neuropod wrote it) and may
+/// have `init_op_names` to run once after loading; a SavedModel has its
+/// `signature_name` and, when spec names differ from the signature's keys,
+/// `signature_keys` (spec name -> key).
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a JSON object")]
+struct TfBackendConfig {
+    node_name_mapping: Option<HashMap<String, String>>,
+    init_op_names: Option<Vec<String>>,
+    signature_name: Option<String>,
+    signature_keys: Option<HashMap<String, String>>,
+}
+
+fn config_error(field: &str, reason: String) -> Error {
+    Error::InvalidConfig {
+        file: BACKEND_CONFIG_FILE.into(),
+        field: field.into(),
+        reason,
+    }
+}
 
 fn backend_error(message: impl std::fmt::Display) -> Error {
     Error::Backend {
@@ -115,7 +138,7 @@ fn find_signature(root: &Path, meta_graph_def: &[u8], name: &str) -> Result<Sign
 fn load_saved_model(
     ctx: &LoadContext,
     config: &SessionConfig,
-    backend_config: &Value,
+    backend_config: &TfBackendConfig,
 ) -> Result<TfModel> {
     let root = &ctx.package_root;
     let graph = Graph::new();
@@ -127,24 +150,21 @@ fn load_saved_model(
     )
     .map_err(|e| backend_error(format!("cannot load {SAVED_MODEL_DIR}: {e}")))?;
     let signature_name = backend_config
-        .get("signature_name")
-        .and_then(Value::as_str)
+        .signature_name
+        .as_deref()
         .unwrap_or("serving_default");
     let signature = find_signature(root, &meta, signature_name)?;
     // Spec names are the signature's keys, unless `signature_keys` renames
     // them (the Keras packager names outputs after the model's layers, while
     // Keras exports them as output_0, output_1...).
-    let renamed = backend_config
-        .get("signature_keys")
-        .and_then(Value::as_object);
+    let renamed = backend_config.signature_keys.as_ref();
     let resolve = |names: Vec<&str>, keys: &HashMap<String, proto::SignatureTensor>, what: &str| {
         names
             .into_iter()
             .map(|spec_name| {
                 let key = renamed
                     .and_then(|r| r.get(spec_name))
-                    .and_then(Value::as_str)
-                    .unwrap_or(spec_name);
+                    .map_or(spec_name, String::as_str);
                 let tensor = keys.get(key).ok_or_else(|| {
                     let mut known: Vec<&String> = keys.keys().collect();
                     known.sort();
@@ -173,7 +193,7 @@ fn load_saved_model(
 fn load_graph(
     ctx: &LoadContext,
     config: &SessionConfig,
-    backend_config: &Value,
+    backend_config: &TfBackendConfig,
 ) -> Result<TfModel> {
     let root = &ctx.package_root;
     let path = root.join(GRAPH_FILE);
@@ -187,25 +207,25 @@ fn load_graph(
     graph
         .import(&bytes)
         .map_err(|e| backend_error(format!("cannot import {GRAPH_FILE}: {e}")))?;
-    let mapping = backend_config
-        .get("node_name_mapping")
-        .and_then(Value::as_object)
-        .ok_or_else(|| {
-            package_error(root, "0/config.json has no node_name_mapping object".into())
-        })?;
+    let mapping = backend_config.node_name_mapping.as_ref().ok_or_else(|| {
+        config_error(
+            "node_name_mapping",
+            "missing: a frozen graph needs it (spec name -> \"op:index\")".into(),
+        )
+    })?;
     let resolve = |specs: &[TensorSpec]| {
         specs
             .iter()
             .map(|spec| {
-                let node = mapping
-                    .get(&spec.name)
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| {
-                        package_error(
-                            root,
-                            format!("node_name_mapping has no entry for '{}'", spec.name),
-                        )
-                    })?;
+                let node = mapping.get(&spec.name).ok_or_else(|| {
+                    config_error(
+                        "node_name_mapping",
+                        format!(
+                            "no entry for '{}' (every input and output needs one)",
+                            spec.name
+                        ),
+                    )
+                })?;
                 Ok((spec.name.clone(), endpoint(&graph, root, &spec.name, node)?))
             })
             .collect::<Result<Vec<_>>>()
@@ -213,15 +233,11 @@ fn load_graph(
     let inputs = resolve(&ctx.config.input_spec)?;
     let outputs = resolve(&ctx.config.output_spec)?;
     let session = Session::new(&graph, &config.to_proto()).map_err(backend_error)?;
-    let init_ops = backend_config
-        .get("init_op_names")
-        .and_then(Value::as_array)
-        .map(|ops| ops.iter().filter_map(Value::as_str).collect::<Vec<_>>())
-        .unwrap_or_default();
+    let init_ops = backend_config.init_op_names.as_deref().unwrap_or_default();
     if !init_ops.is_empty() {
         let targets = init_ops
             .iter()
-            .map(|&name| {
+            .map(|name| {
                 graph.operation(name).ok_or_else(|| {
                     package_error(root, format!("init op '{name}' is not in the graph"))
                 })
@@ -250,14 +266,7 @@ fn session_config(ctx: &LoadContext) -> SessionConfig {
 
 impl Backend for TensorFlowBackend {
     fn load(ctx: &LoadContext) -> Result<Box<dyn BackendModel>> {
-        let backend_config: Value = match &ctx.backend_config {
-            Some(text) => serde_json::from_str(text).map_err(|e| Error::InvalidConfig {
-                file: "0/config.json".into(),
-                field: "<document>".into(),
-                reason: format!("not valid JSON: {e}"),
-            })?,
-            None => Value::Object(Default::default()),
-        };
+        let backend_config: TfBackendConfig = ctx.parse_backend_config()?.unwrap_or_default();
         let config = session_config(ctx);
         let model = if ctx.package_root.join(SAVED_MODEL_DIR).is_dir() {
             load_saved_model(ctx, &config, &backend_config)?

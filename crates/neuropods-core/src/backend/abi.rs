@@ -148,21 +148,117 @@ pub struct Sink {
     pub tensor: unsafe extern "C" fn(ctx: *mut c_void, tensor: OwnedTensor),
     /// Receives the error of a failed call.
     pub error: unsafe extern "C" fn(ctx: *mut c_void, kind: u32, message: StrRef),
+    /// Receives the error of a failed call that is a wrong field in one of
+    /// the package's files (`0/config.json`): the file, the field's path and
+    /// what is wrong with it, for the core to raise as a config error.
+    pub config_error:
+        unsafe extern "C" fn(ctx: *mut c_void, file: StrRef, field: StrRef, reason: StrRef),
     /// Receives a warning (e.g. a GPU fallback) to be logged.
     pub warning: unsafe extern "C" fn(ctx: *mut c_void, message: StrRef),
 }
 
-/// What the core tells a backend when loading a model.
+/// [`DimRef::kind`] of a fixed dim (`size`).
+pub const DIM_FIXED: u32 = 0;
+/// [`DimRef::kind`] of a dim of any size.
+pub const DIM_ANY: u32 = 1;
+/// [`DimRef::kind`] of a symbol (`symbol`).
+pub const DIM_SYMBOL: u32 = 2;
+
+/// One dim of a tensor spec ([`crate::Dim`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct DimRef {
+    /// [`DIM_FIXED`], [`DIM_ANY`] or [`DIM_SYMBOL`].
+    pub kind: u32,
+    /// The size of a fixed dim (0 otherwise).
+    pub size: u64,
+    /// The name of a symbol (empty otherwise).
+    pub symbol: StrRef,
+}
+
+/// A tensor spec ([`crate::TensorSpec`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct TensorSpecRef {
+    /// Tensor name.
+    pub name: StrRef,
+    /// [`crate::DType::code`].
+    pub dtype: u32,
+    /// Dims (may dangle when `rank` is 0).
+    pub dims: *const DimRef,
+    /// Number of dims.
+    pub rank: usize,
+}
+
+/// [`InputDeviceRef::device`] of an input placed on the model's GPU.
+pub const DEVICE_GPU: u32 = 0;
+/// [`InputDeviceRef::device`] of an input kept on the CPU.
+pub const DEVICE_CPU: u32 = 1;
+
+/// One entry of `input_tensor_device`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct InputDeviceRef {
+    /// The input's name.
+    pub input: StrRef,
+    /// [`DEVICE_GPU`] or [`DEVICE_CPU`].
+    pub device: u32,
+}
+
+/// The parsed config.json ([`crate::ModelConfig`]), described field by
+/// field: the backend reads it back without parsing anything.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ModelConfigRef {
+    /// Model name.
+    pub name: StrRef,
+    /// Platform code: 1 torchscript, 2 tensorflow, 3 python.
+    pub platform: u32,
+    /// The framework version range, as written (`"*"` when absent).
+    pub platform_version_semver: StrRef,
+    /// Input specs (may dangle when `n_inputs` is 0).
+    pub inputs: *const TensorSpecRef,
+    /// Number of inputs.
+    pub n_inputs: usize,
+    /// Output specs (may dangle when `n_outputs` is 0).
+    pub outputs: *const TensorSpecRef,
+    /// Number of outputs.
+    pub n_outputs: usize,
+    /// Placement of inputs (may dangle when `n_input_devices` is 0).
+    pub input_devices: *const InputDeviceRef,
+    /// Number of placements.
+    pub n_input_devices: usize,
+    /// Custom op libraries (may dangle when `n_custom_ops` is 0).
+    pub custom_ops: *const StrRef,
+    /// Number of custom op libraries.
+    pub n_custom_ops: usize,
+}
+
+/// [`super::BackendOptions`]; -1 is an unset value.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BackendOptionsRef {
+    /// GPU index, or -1 for the CPU.
+    pub visible_gpu: i64,
+    /// Intra-op threads, or -1 for the framework's default.
+    pub intra_op_threads: i64,
+    /// Inter-op threads, or -1 for the framework's default.
+    pub inter_op_threads: i64,
+}
+
+/// What the core tells a backend when loading a model. Everything is
+/// borrowed for the duration of the `load` call.
 #[repr(C)]
 pub struct LoadRequest {
     /// The package folder (extracted, for zips).
     pub package_root: StrRef,
-    /// The text of config.json.
-    pub config_json: StrRef,
-    /// The text of 0/config.json; `ptr` is null when the file is absent.
+    /// The parsed config.json.
+    pub config: ModelConfigRef,
+    /// The text of 0/config.json, which only the backend knows the schema
+    /// of; `ptr` is null when the file is absent.
     pub backend_config_json: StrRef,
-    /// [`super::BackendOptions`] as JSON.
-    pub options_json: StrRef,
+    /// Device and thread settings.
+    pub options: BackendOptionsRef,
 }
 
 /// The functions a backend library provides.

@@ -4,18 +4,18 @@
 
 pub mod abi;
 pub mod convert;
+pub mod load_request;
 pub mod plugin;
 pub mod registry;
 
 use std::ffi::c_void;
 use std::path::Path;
 
-use serde_json::Value;
-
 use abi::{BackendVTable, ErrorKind, LoadRequest, OwnedTensor, Sink, StrRef};
 use convert::{export_tensor, import_tensor, take_ownership};
+use load_request::ConfigParts;
 
-use crate::config::Platform;
+use crate::config::{ModelConfig, Platform};
 use crate::error::{Error, Result};
 use crate::tensor::TensorMap;
 
@@ -44,43 +44,26 @@ impl BackendOptions {
         }
         Ok(())
     }
-
-    /// As JSON, for the ABI.
-    pub fn to_json(&self) -> String {
-        serde_json::json!({
-            "visible_gpu": self.visible_gpu,
-            "intra_op_threads": self.intra_op_threads,
-            "inter_op_threads": self.inter_op_threads,
-        })
-        .to_string()
-    }
-
-    /// From JSON written by [`BackendOptions::to_json`].
-    pub fn from_json(v: &Value) -> Result<Self> {
-        let field = |name: &str| -> Result<Option<u32>> {
-            match v.get(name) {
-                None | Some(Value::Null) => Ok(None),
-                Some(x) => x
-                    .as_u64()
-                    .and_then(|n| u32::try_from(n).ok())
-                    .map(Some)
-                    .ok_or_else(|| Error::Internal(format!("backend option {name}: {x}"))),
-            }
-        };
-        Ok(BackendOptions {
-            visible_gpu: field("visible_gpu")?,
-            intra_op_threads: field("intra_op_threads")?,
-            inter_op_threads: field("inter_op_threads")?,
-        })
-    }
 }
 
 /// Collects what a backend reports through a [`Sink`] during one call.
 #[derive(Default)]
 struct Collected {
     outputs: TensorMap,
-    error: Option<(ErrorKind, String)>,
+    error: Option<Reported>,
     warnings: Vec<String>,
+}
+
+/// An error as a backend reported it.
+enum Reported {
+    /// Through [`Sink::error`].
+    Kind(ErrorKind, String),
+    /// Through [`Sink::config_error`].
+    Config {
+        file: String,
+        field: String,
+        reason: String,
+    },
 }
 
 unsafe extern "C" fn on_tensor(ctx: *mut c_void, tensor: OwnedTensor) {
@@ -92,14 +75,31 @@ unsafe extern "C" fn on_tensor(ctx: *mut c_void, tensor: OwnedTensor) {
         Err(e) => {
             collected
                 .error
-                .get_or_insert((ErrorKind::Internal, e.to_string()));
+                .get_or_insert(Reported::Kind(ErrorKind::Internal, e.to_string()));
         }
     }
 }
 
 unsafe extern "C" fn on_error(ctx: *mut c_void, kind: u32, message: StrRef) {
     let collected = &mut *(ctx as *mut Collected);
-    collected.error = Some((ErrorKind::from_code(kind), message.to_string_lossy()));
+    collected.error = Some(Reported::Kind(
+        ErrorKind::from_code(kind),
+        message.to_string_lossy(),
+    ));
+}
+
+unsafe extern "C" fn on_config_error(
+    ctx: *mut c_void,
+    file: StrRef,
+    field: StrRef,
+    reason: StrRef,
+) {
+    let collected = &mut *(ctx as *mut Collected);
+    collected.error = Some(Reported::Config {
+        file: file.to_string_lossy(),
+        field: field.to_string_lossy(),
+        reason: reason.to_string_lossy(),
+    });
 }
 
 unsafe extern "C" fn on_warning(ctx: *mut c_void, message: StrRef) {
@@ -113,11 +113,26 @@ impl Collected {
             ctx: self as *mut Collected as *mut c_void,
             tensor: on_tensor,
             error: on_error,
+            config_error: on_config_error,
             warning: on_warning,
         }
     }
 
-    fn into_error(kind: ErrorKind, message: String, platform: Platform, package: &Path) -> Error {
+    fn into_error(reported: Reported, platform: Platform, package: &Path) -> Error {
+        let (kind, message) = match reported {
+            Reported::Kind(kind, message) => (kind, message),
+            Reported::Config {
+                file,
+                field,
+                reason,
+            } => {
+                return Error::InvalidConfig {
+                    file,
+                    field,
+                    reason,
+                }
+            }
+        };
         match kind {
             ErrorKind::Backend => Error::Backend {
                 platform: platform.name().to_string(),
@@ -155,15 +170,15 @@ impl BackendModel {
         vtable: &'static BackendVTable,
         platform: Platform,
         package_root: &Path,
-        config_json: &str,
+        config: &ModelConfig,
         backend_config_json: Option<&str>,
         options: &BackendOptions,
     ) -> Result<(BackendModel, Vec<String>)> {
         let root = package_root.to_string_lossy();
-        let options_json = options.to_json();
+        let config_parts = ConfigParts::new(config);
         let request = LoadRequest {
             package_root: StrRef::new(&root),
-            config_json: StrRef::new(config_json),
+            config: config_parts.describe(),
             backend_config_json: backend_config_json.map_or(
                 StrRef {
                     ptr: std::ptr::null(),
@@ -171,18 +186,19 @@ impl BackendModel {
                 },
                 StrRef::new,
             ),
-            options_json: StrRef::new(&options_json),
+            options: options.into(),
         };
         let mut collected = Collected::default();
         let sink = collected.sink();
-        // SAFETY: request and sink outlive the call.
+        // SAFETY: request (with the parts it points into) and sink outlive
+        // the call.
         let handle = unsafe { (vtable.load)(&request, &sink) };
         if handle.is_null() {
-            let (kind, message) = collected.error.take().unwrap_or((
+            let reported = collected.error.take().unwrap_or(Reported::Kind(
                 ErrorKind::Internal,
                 "backend failed to load the model without saying why".into(),
             ));
-            return Err(Collected::into_error(kind, message, platform, package_root));
+            return Err(Collected::into_error(reported, platform, package_root));
         }
         let model = BackendModel {
             vtable,
@@ -208,9 +224,8 @@ impl BackendModel {
         // the names it borrows and the sink outlive the call.
         let ok = unsafe { (self.vtable.infer)(self.handle, owned.as_ptr(), owned.len(), &sink) };
         match collected.error.take() {
-            Some((kind, message)) => Err(Collected::into_error(
-                kind,
-                message,
+            Some(reported) => Err(Collected::into_error(
+                reported,
                 self.platform,
                 &self.package,
             )),

@@ -9,9 +9,11 @@ use std::path::PathBuf;
 
 use super::abi::{BackendVTable, ErrorKind, LoadRequest, OwnedTensor, Sink, StrRef, ABI_VERSION};
 use super::convert::{export_tensor, import_tensor, take_ownership};
+use super::load_request::read_config;
 use super::BackendOptions;
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
+use crate::package::BACKEND_CONFIG_FILE;
 use crate::tensor::TensorMap;
 
 /// A loaded model inside a backend. Shared by all threads calling `infer`.
@@ -63,6 +65,15 @@ impl LoadContext {
         }
     }
 
+    /// Parses the text of 0/config.json into the backend's own type of it
+    /// (strictly: see [`crate::json::parse`]); `None` when the file is absent.
+    pub fn parse_backend_config<T: serde::de::DeserializeOwned>(&self) -> Result<Option<T>> {
+        self.backend_config
+            .as_deref()
+            .map(|text| crate::json::parse(BACKEND_CONFIG_FILE, text))
+            .transpose()
+    }
+
     /// Records a warning for the caller to log (e.g. a fallback to CPU).
     pub fn warn(&self, message: impl Into<String>) {
         self.warnings.borrow_mut().push(message.into());
@@ -83,9 +94,7 @@ pub trait Backend {
 fn error_kind(err: &Error) -> ErrorKind {
     match err {
         Error::InvalidInput(_) | Error::Spec(_) => ErrorKind::InvalidInput,
-        Error::InvalidConfig { .. } | Error::InvalidPackage { .. } | Error::Io { .. } => {
-            ErrorKind::InvalidPackage
-        }
+        Error::InvalidPackage { .. } | Error::Io { .. } => ErrorKind::InvalidPackage,
         Error::Internal(_) => ErrorKind::Internal,
         Error::RequirementsNotMet(_) => ErrorKind::RequirementsNotMet,
         Error::Interrupted(_) => ErrorKind::Interrupted,
@@ -96,6 +105,20 @@ fn error_kind(err: &Error) -> ErrorKind {
 }
 
 unsafe fn report(sink: &Sink, err: &Error) {
+    if let Error::InvalidConfig {
+        file,
+        field,
+        reason,
+    } = err
+    {
+        (sink.config_error)(
+            sink.ctx,
+            StrRef::new(file),
+            StrRef::new(field),
+            StrRef::new(reason),
+        );
+        return;
+    }
     let message = match err {
         // The core adds the platform name; send the framework's own words.
         Error::Backend { message, .. } => message.clone(),
@@ -117,19 +140,17 @@ pub fn catch_panics<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
     catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|p| Err(Error::from_panic(p)))
 }
 
+/// The context of a [`LoadRequest`]: the config and options as the core
+/// parsed them, the backend's own config as text.
 unsafe fn load_request(request: &LoadRequest) -> Result<LoadContext> {
     let text = |s: &StrRef| String::from_utf8_lossy(s.as_bytes()).into_owned();
-    let config = ModelConfig::from_json(&text(&request.config_json))?;
-    let options = serde_json::from_str::<serde_json::Value>(&text(&request.options_json))
-        .map_err(|e| Error::Internal(format!("backend options: {e}")))
-        .and_then(|v| BackendOptions::from_json(&v))?;
     let backend_config =
         (!request.backend_config_json.ptr.is_null()).then(|| text(&request.backend_config_json));
     Ok(LoadContext::new(
         PathBuf::from(text(&request.package_root)),
-        config,
+        read_config(&request.config)?,
         backend_config,
-        options,
+        BackendOptions::try_from(&request.options)?,
     ))
 }
 
