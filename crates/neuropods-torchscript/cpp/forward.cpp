@@ -6,7 +6,6 @@
 
 #include <cstdlib>
 #include <cstring>
-#include <memory>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -135,35 +134,20 @@ char* npt_forward(void* module, const npt_input* inputs, size_t count, void* ctx
   }
 }
 
-// The owner of memory lent by the other side of the backend ABI: released
-// exactly once, when the last libtorch storage viewing that memory is freed.
-struct npt_owner {
-  void* owner;
-  void (*release)(void*);
-  npt_owner(void* o, void (*r)(void*)) : owner(o), release(r) {}
-  npt_owner(const npt_owner&) = delete;
-  npt_owner& operator=(const npt_owner&) = delete;
-  ~npt_owner() { release(owner); }
-};
-
 // A CPU tensor over `data` (no copy) whose storage holds `owner` until
 // libtorch frees it: a module that keeps the tensor (an attribute, a cache)
-// keeps the memory alive. `owner` is released exactly once on every path,
-// failures included. Returns NULL and sets `*error` on failure.
+// keeps the memory alive. `owner` is released exactly once on every path:
+// the maker's context holds it from the first statement (released if making
+// the tensor fails), then the storage's DataPtr does. A context with a plain
+// deleter function costs no allocation of its own, unlike from_blob's
+// std::function deleter. Returns NULL and sets `*error` on failure.
 at::Tensor* npt_from_blob(void* data, const int64_t* dims, size_t rank, int8_t scalar_type,
                           void* owner, void (*release)(void*), char** error) {
-  std::shared_ptr<npt_owner> holder;
   try {
-    holder = std::make_shared<npt_owner>(owner, release);
-  } catch (...) {
-    release(owner);
-    *error = npt_error("out of memory wrapping an input tensor");
-    return nullptr;
-  }
-  try {
-    auto options = at::TensorOptions().dtype(static_cast<at::ScalarType>(scalar_type));
-    at::Tensor tensor = torch::from_blob(
-        data, at::IntArrayRef(dims, rank), [holder](void*) mutable { holder.reset(); }, options);
+    at::Tensor tensor = at::for_blob(data, at::IntArrayRef(dims, rank))
+                            .context(owner, release)
+                            .options(at::TensorOptions().dtype(static_cast<at::ScalarType>(scalar_type)))
+                            .make_tensor();
     return new at::Tensor(std::move(tensor));
   } catch (const std::exception& e) {
     *error = npt_error(e.what());

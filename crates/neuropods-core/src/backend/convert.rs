@@ -90,7 +90,7 @@ pub unsafe fn tensor_from_ref(
 }
 
 struct Exported {
-    _tensor: Tensor,
+    _data: TensorData,
     _parts: RefParts,
 }
 
@@ -101,13 +101,14 @@ unsafe extern "C" fn release_exported(owner: *mut c_void) {
 /// Hands a tensor across the boundary; the receiver releases it. The name is
 /// only borrowed: the receiver reads it during the call (the sink callback,
 /// or `infer` for inputs).
-pub fn export_tensor(name: &str, tensor: Tensor) -> OwnedTensor {
+pub fn export_tensor(name: &str, tensor: &Tensor) -> OwnedTensor {
     let mut parts = RefParts::default();
-    let tensor_ref = tensor_ref(name, &tensor, &mut parts);
-    // Moving the tensor and parts into the box moves no heap data, so the
+    let tensor_ref = tensor_ref(name, tensor, &mut parts);
+    // The box holds a share of the data (an Arc clone: no bytes or strings
+    // copied) and the parts; moving them into it moves no heap data, so the
     // pointers in `tensor_ref` stay valid until release.
     let owner = Box::new(Exported {
-        _tensor: tensor,
+        _data: tensor.data().clone(),
         _parts: parts,
     });
     OwnedTensor {

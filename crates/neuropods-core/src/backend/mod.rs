@@ -215,7 +215,7 @@ impl BackendModel {
         // copy of the data), so a backend that keeps one keeps its memory.
         let owned: Vec<OwnedTensor> = inputs
             .iter()
-            .map(|(name, tensor)| export_tensor(name, tensor.clone()))
+            .map(|(name, tensor)| export_tensor(name, tensor))
             .collect();
         let mut collected = Collected::default();
         let sink = collected.sink();

@@ -215,7 +215,7 @@ pub unsafe extern "C" fn infer(
     match result {
         Ok(outputs) => {
             for (name, tensor) in outputs {
-                (sink.tensor)(sink.ctx, export_tensor(&name, tensor));
+                (sink.tensor)(sink.ctx, export_tensor(&name, &tensor));
             }
             true
         }
