@@ -26,6 +26,19 @@ from helpers import ADD_INPUT_SPEC, ADD_OUTPUT_SPEC, script, spec
 hypothesis_configuration.set_hypothesis_home_dir(os.path.join(tempfile.gettempdir(), "neuropods-tests-hypothesis"))
 
 
+@pytest.fixture
+def private_tempdir(tmp_path, monkeypatch):
+    """Points TMPDIR (read by the Rust core when it extracts a zip, by
+    subprocesses and by tempfile) at a fresh folder, so that counting
+    neuropod-* folders is not disturbed by other processes."""
+    folder = tmp_path / "tmp"
+    folder.mkdir()
+    monkeypatch.setenv("TMPDIR", str(folder))
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    assert tempfile.gettempdir() == str(folder)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def packages_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("packages")

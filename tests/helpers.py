@@ -1,7 +1,9 @@
 """Helpers shared by the test modules (imported by name: tests/ is on sys.path)."""
 
+import json
 import os
 import shutil
+import textwrap
 from typing import Any, Dict, Optional
 
 import numpy as np
@@ -84,3 +86,41 @@ def jit_save(module: torch.jit.ScriptModule, path: str) -> None:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r".*torch\.jit.*deprecated", category=DeprecationWarning)
         torch.jit.save(module, path)
+
+
+def write_tree(root, files):
+    """Writes {relative path: text} under root; returns root as a str."""
+    for relative, text in files.items():
+        path = root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text))
+    return str(root)
+
+
+def run_add(model):
+    """Runs an addition model (inputs x, y; output out) and checks it."""
+    x = np.array([1.0, 2.0, 3.0], np.float32)
+    y = np.array([0.5, 0.25, -1.0], np.float32)
+    np.testing.assert_array_equal(model.infer({"x": x, "y": y})["out"], x + y)
+
+
+def assert_backend_config_error(path, change, expected, platform):
+    """Loading the package at `path` with its 0/config.json passed through
+    `change` is a ConfigError naming `expected` (field: reason); with the
+    file as written, it loads."""
+    import neuropods_native
+
+    backend_config = path / "0" / "config.json"
+    original = json.loads(backend_config.read_text())
+    backend_config.write_text(json.dumps(change(original)))
+    try:
+        load(path)
+    except neuropods_native.ConfigError as e:
+        assert isinstance(e, ValueError)
+        assert f"invalid config 0/config.json: {expected}" in str(e), str(e)
+    else:
+        raise AssertionError("no ConfigError")
+    # That field was the only thing wrong: the package as written loads.
+    backend_config.write_text(json.dumps(original))
+    with load(path) as model:
+        assert model.platform == platform

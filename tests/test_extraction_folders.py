@@ -13,28 +13,14 @@ import textwrap
 import numpy as np
 import pytest
 
-from helpers import load, neuropod_tempdirs
+from helpers import load, neuropod_tempdirs, run_add
 
 # Seconds a child gets to close a model and exit: far above what it needs, so
 # that only a hang reaches it.
 CHILD_TIMEOUT = 60
 
 
-@pytest.fixture(autouse=True)
-def private_tempdir(tmp_path, monkeypatch):
-    """A fresh TMPDIR (read by the core when it extracts a zip, and by
-    subprocesses), so that other processes' folders do not count."""
-    folder = tmp_path / "tmp"
-    folder.mkdir()
-    monkeypatch.setenv("TMPDIR", str(folder))
-    monkeypatch.setattr(tempfile, "tempdir", None)
-    return folder
-
-
-def _run_add(model):
-    x = np.array([1.0, 2.0, 3.0], np.float32)
-    y = np.array([0.5, 0.25, -1.0], np.float32)
-    np.testing.assert_array_equal(model.infer({"x": x, "y": y})["out"], x + y)
+pytestmark = pytest.mark.usefixtures("private_tempdir")
 
 
 def _folder_of(before):
@@ -78,7 +64,7 @@ def test_forked_child_that_drops_the_model_keeps_the_parents_folder(addition_zip
     before = neuropod_tempdirs()
     model = load(addition_zip_package)
     folder = _folder_of(before)
-    _run_add(model)
+    run_add(model)
 
     def child():
         nonlocal model
@@ -92,7 +78,7 @@ def test_forked_child_that_drops_the_model_keeps_the_parents_folder(addition_zip
 
     assert _fork(child) == 0
     assert os.path.isfile(os.path.join(folder, "package", "config.json"))
-    _run_add(model)
+    run_add(model)
     model.close()
     assert not os.path.exists(folder)
 
@@ -175,7 +161,7 @@ def test_folder_of_a_killed_process_is_removed_by_the_next_load(addition_zip_pac
         before = neuropod_tempdirs()
         # ... until the next zip load, which leaves the live process's folder.
         with load(addition_zip_package) as model:
-            _run_add(model)
+            run_add(model)
             assert not os.path.exists(killed_folder)
             assert os.path.isfile(os.path.join(live_folder, "package", "config.json"))
             assert len(neuropod_tempdirs()) == len(before)  # one gone, ours made

@@ -27,25 +27,17 @@ from neuropods.packagers import (
     create_torchscript_neuropod,
 )
 from neuropods_native import deserialize, serialize
-from helpers import script
+from helpers import script, write_tree
 
 # 512 KiB of float32 per call, as in the report of the defect.
 N = 131072
 CALLS = 200
 
 
-def write_code(root, files):
-    for relative, text in files.items():
-        path = root / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(textwrap.dedent(text))
-    return str(root)
-
-
 def python_package(tmp_path, name, body, input_spec, output_spec):
     """A python-platform package whose model is `body` (the source of a
     class `Model(data_root)`)."""
-    code = write_code(tmp_path / f"{name}_src", {f"{name}/__init__.py": "", f"{name}/main.py": body})
+    code = write_tree(tmp_path / f"{name}_src", {f"{name}/__init__.py": "", f"{name}/main.py": body})
     path = tmp_path / name
     create_python_neuropod(
         path, name, data_paths=[],

@@ -2,7 +2,6 @@
 with create_python_neuropod / create_pytorch_neuropod, and run through the
 same API (and the same checks) as the other platforms."""
 
-import json
 import sys
 import textwrap
 
@@ -13,18 +12,10 @@ import torch
 import neuropods_native
 from neuropods.loader import load_neuropod
 from neuropods.packagers import create_python_neuropod, create_pytorch_neuropod
+from helpers import assert_backend_config_error, write_tree
 
 XY_SPEC = [{"name": "x", "dtype": "float32", "shape": ("n",)}, {"name": "y", "dtype": "float32", "shape": ("n",)}]
 OUT_SPEC = [{"name": "out", "dtype": "float32", "shape": ("n",)}]
-
-
-def write_tree(root, files):
-    """Writes {relative path: text} under root; returns root as a str."""
-    for relative, text in files.items():
-        path = root / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(textwrap.dedent(text))
-    return str(root)
 
 
 def scaler_code(root, package="scaler", body="helper.scale(x + y, self.factor)"):
@@ -349,15 +340,4 @@ PY_CONFIG_CASES = {
 @pytest.mark.parametrize("case", list(PY_CONFIG_CASES))
 def test_wrong_fields_in_the_backend_config_are_config_errors(tmp_path, case):
     change, expected = PY_CONFIG_CASES[case]
-    path = package_scaler(tmp_path)
-    backend_config = path / "0" / "config.json"
-    original = json.loads(backend_config.read_text())
-    backend_config.write_text(json.dumps(change(original)))
-    with pytest.raises(neuropods_native.ConfigError) as info:
-        load_neuropod(path)
-    assert isinstance(info.value, ValueError)
-    assert f"invalid config 0/config.json: {expected}" in str(info.value)
-    # That field was the only thing wrong: the package as written loads.
-    backend_config.write_text(json.dumps(original))
-    with load_neuropod(path) as model:
-        assert model.platform == "python"
+    assert_backend_config_error(package_scaler(tmp_path), change, expected, "python")

@@ -11,26 +11,10 @@ import numpy as np
 import pytest
 
 import neuropods_native
-from helpers import load, neuropod_tempdirs
+from helpers import load, neuropod_tempdirs, run_add
 
 
-@pytest.fixture(autouse=True)
-def private_tempdir(tmp_path, monkeypatch):
-    """Points TMPDIR (read by the Rust core when it extracts a zip, and by
-    tempfile) at a fresh folder, so that counting neuropod-* folders is not
-    disturbed by other processes using the shared temp dir."""
-    folder = tmp_path / "tmp"
-    folder.mkdir()
-    monkeypatch.setenv("TMPDIR", str(folder))
-    monkeypatch.setattr(tempfile, "tempdir", None)
-    assert tempfile.gettempdir() == str(folder)
-    return folder
-
-
-def _run_add(model):
-    x = np.array([1.0, 2.0, 3.0], np.float32)
-    y = np.array([0.5, 0.25, -1.0], np.float32)
-    np.testing.assert_array_equal(model.infer({"x": x, "y": y})["out"], x + y)
+pytestmark = pytest.mark.usefixtures("private_tempdir")
 
 
 def test_zip_package_is_a_zip(addition_zip_package):
@@ -43,7 +27,7 @@ def test_zip_package_loads_and_runs(addition_zip_package):
     with load(addition_zip_package) as model:
         assert model.name == "addition_model_zip"
         assert model.platform == "torchscript"
-        _run_add(model)
+        run_add(model)
 
 
 def test_zip_extraction_folder_removed_on_close(addition_zip_package):
@@ -56,7 +40,7 @@ def test_zip_extraction_folder_removed_on_close(addition_zip_package):
     # owner's lock file.
     assert os.path.isfile(os.path.join(tempfile.gettempdir(), new, "package", "config.json"))
     assert os.path.isfile(os.path.join(tempfile.gettempdir(), new, "owner.lock"))
-    _run_add(model)
+    run_add(model)
     model.close()
     assert neuropod_tempdirs() == before
 
@@ -64,7 +48,7 @@ def test_zip_extraction_folder_removed_on_close(addition_zip_package):
 def test_zip_extraction_folder_removed_on_del(addition_zip_package):
     before = neuropod_tempdirs()
     model = load(addition_zip_package)
-    _run_add(model)
+    run_add(model)
     assert len(neuropod_tempdirs()) == len(before) + 1
     del model
     gc.collect()
@@ -74,7 +58,7 @@ def test_zip_extraction_folder_removed_on_del(addition_zip_package):
 def test_zip_extraction_folder_removed_after_with(addition_zip_package):
     before = neuropod_tempdirs()
     with load(addition_zip_package) as model:
-        _run_add(model)
+        run_add(model)
     assert neuropod_tempdirs() == before
 
 
@@ -84,14 +68,14 @@ def test_two_loads_of_one_zip_are_independent(addition_zip_package):
     second = load(addition_zip_package)
     assert len(neuropod_tempdirs()) == len(before) + 2
     first.close()
-    _run_add(second)
+    run_add(second)
     second.close()
     assert neuropod_tempdirs() == before
 
 
 def test_verify_manifest_on_zip(addition_zip_package):
     with load(addition_zip_package, verify_manifest=True) as model:
-        _run_add(model)
+        run_add(model)
 
 
 def _rezip(src_zip, dst_zip, prefix="", extra=()):
@@ -110,7 +94,7 @@ def test_zip_of_the_package_folder_itself(addition_zip_package, tmp_path):
     # Zips made of the folder (entries under one top folder) load too.
     nested = _rezip(addition_zip_package, tmp_path / "nested.zip", prefix="my_model/")
     with load(nested) as model:
-        _run_add(model)
+        run_add(model)
 
 
 def test_zip_slip_is_refused(addition_zip_package, tmp_path):
@@ -187,7 +171,7 @@ def test_zip_made_by_shutil_make_archive(addition_package, tmp_path, nested):
         archive = shutil.make_archive(str(tmp_path / "made"), "zip", root_dir=addition_package)
     assert any(n.endswith("/") for n in zipfile.ZipFile(archive).namelist())
     with load(archive, verify_manifest=True) as model:
-        _run_add(model)
+        run_add(model)
 
 
 def test_failed_zip_load_removes_extraction_folder(addition_zip_package, tmp_path):
