@@ -10,6 +10,7 @@ use serde_json::{Map, Value};
 use crate::error::{Error, Result};
 use crate::spec::{Dim, TensorSpec};
 use crate::tensor::DType;
+use crate::version::VersionRange;
 
 /// The name of the top-level config file inside a package.
 pub const CONFIG_FILE: &str = "config.json";
@@ -70,8 +71,9 @@ pub struct ModelConfig {
     pub name: String,
     /// The framework.
     pub platform: Platform,
-    /// Framework version range the model needs (`"*"` for any).
-    pub platform_version_semver: String,
+    /// Framework version range the model needs (`"*"` for any); see
+    /// [`crate::version`].
+    pub platform_version_semver: VersionRange,
     /// Inputs.
     pub input_spec: Vec<TensorSpec>,
     /// Outputs.
@@ -123,8 +125,9 @@ impl ModelConfig {
             )
         })?;
         let platform_version_semver = match obj.get("platform_version_semver") {
-            None | Some(Value::Null) => "*".to_string(),
-            Some(Value::String(s)) => s.clone(),
+            None | Some(Value::Null) => VersionRange::default(),
+            Some(Value::String(s)) => VersionRange::parse(s)
+                .map_err(|reason| Error::config(CONFIG_FILE, "platform_version_semver", reason))?,
             Some(other) => {
                 return Err(type_error("platform_version_semver", "a string", other));
             }
@@ -189,7 +192,7 @@ impl ModelConfig {
         let value = serde_json::json!({
             "name": self.name,
             "platform": self.platform.name(),
-            "platform_version_semver": self.platform_version_semver,
+            "platform_version_semver": self.platform_version_semver.as_str(),
             "input_spec": specs(&self.input_spec),
             "output_spec": specs(&self.output_spec),
             "input_tensor_device": devices,

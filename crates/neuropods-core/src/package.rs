@@ -189,7 +189,8 @@ fn parse_manifest(text: &str) -> std::result::Result<BTreeMap<String, String>, S
         .collect()
 }
 
-fn sha256_file(path: &Path) -> io::Result<String> {
+/// The sha256 of a file, as lowercase hex (as in manifest.json).
+pub fn sha256_file(path: &Path) -> io::Result<String> {
     let mut file = File::open(path)?;
     let mut hasher = Sha256::new();
     let mut chunk = vec![0u8; 1 << 20];

@@ -13,6 +13,7 @@ use serde_json::Value;
 use crate::dtypes;
 use crate::ffi::{self, Endpoint, Graph, Session};
 use crate::proto::{self, SessionConfig, Signature};
+use crate::version;
 
 /// The TensorFlow backend.
 pub struct TensorFlowBackend;
@@ -250,6 +251,15 @@ fn session_config(ctx: &LoadContext) -> SessionConfig {
 
 impl Backend for TensorFlowBackend {
     fn load(ctx: &LoadContext) -> Result<Box<dyn BackendModel>> {
+        let (release, warning) = version::check(&version::loaded())?;
+        if let Some(warning) = warning {
+            ctx.warn(warning);
+        }
+        if let Some(release) = release {
+            ctx.config
+                .platform_version_semver
+                .check("tensorflow", "TensorFlow", release)?;
+        }
         let backend_config: Value = match &ctx.backend_config {
             Some(text) => serde_json::from_str(text).map_err(|e| Error::InvalidConfig {
                 file: "0/config.json".into(),

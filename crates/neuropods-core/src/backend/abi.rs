@@ -109,6 +109,8 @@ pub enum ErrorKind {
     Internal = 4,
     /// The model needs packages the environment lacks.
     RequirementsNotMet = 5,
+    /// The framework's version is not one the backend or the model supports.
+    FrameworkVersion = 6,
 }
 
 impl ErrorKind {
@@ -118,6 +120,7 @@ impl ErrorKind {
             1 => ErrorKind::Backend,
             2 => ErrorKind::InvalidInput,
             5 => ErrorKind::RequirementsNotMet,
+            6 => ErrorKind::FrameworkVersion,
             3 => ErrorKind::InvalidPackage,
             _ => ErrorKind::Internal,
         }

@@ -87,6 +87,7 @@ fn error_kind(err: &Error) -> ErrorKind {
         }
         Error::Internal(_) => ErrorKind::Internal,
         Error::RequirementsNotMet(_) => ErrorKind::RequirementsNotMet,
+        Error::FrameworkVersion { .. } => ErrorKind::FrameworkVersion,
         _ => ErrorKind::Backend,
     }
 }
@@ -98,6 +99,7 @@ unsafe fn report(sink: &Sink, err: &Error) {
         Error::Internal(message)
         | Error::InvalidInput(message)
         | Error::RequirementsNotMet(message) => message.clone(),
+        Error::FrameworkVersion { detail, .. } => detail.clone(),
         // The core names the package again on its side.
         Error::InvalidPackage { reason, .. } => reason.clone(),
         other => other.to_string(),
