@@ -16,6 +16,7 @@ __all__ = [
     "SerializationError",
     "BackendNotFoundError",
     "FrameworkNotFoundError",
+    "FrameworkVersionError",
     "RequirementsError",
     "BackendError",
     "ModelClosedError",
@@ -80,6 +81,12 @@ class BackendNotFoundError(NeuropodError, ImportError):
 
 class FrameworkNotFoundError(BackendNotFoundError):
     """The framework a backend needs (e.g. torch) is missing."""
+
+
+class FrameworkVersionError(FrameworkNotFoundError):
+    """The framework installed is not a version the backend was built for or
+    the model's ``platform_version_semver`` allows; the message names both
+    versions and what to install."""
 
 
 class RequirementsError(NeuropodError, ImportError):

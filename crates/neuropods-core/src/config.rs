@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::json;
 use crate::spec::{Dim, TensorSpec};
 use crate::tensor::DType;
+use crate::version::VersionRange;
 
 /// The name of the top-level config file inside a package.
 pub const CONFIG_FILE: &str = "config.json";
@@ -75,8 +76,9 @@ pub struct ModelConfig {
     pub name: String,
     /// The framework.
     pub platform: Platform,
-    /// Framework version range the model needs (`"*"` for any).
-    pub platform_version_semver: String,
+    /// Framework version range the model needs (`"*"` for any); see
+    /// [`crate::version`].
+    pub platform_version_semver: VersionRange,
     /// Inputs.
     pub input_spec: Vec<TensorSpec>,
     /// Outputs.
@@ -112,9 +114,12 @@ impl ModelConfig {
         Ok(ModelConfig {
             name: file.name,
             platform: file.platform,
-            platform_version_semver: file
-                .platform_version_semver
-                .unwrap_or_else(|| "*".to_string()),
+            platform_version_semver: match file.platform_version_semver {
+                None => VersionRange::default(),
+                Some(text) => VersionRange::parse(&text).map_err(|reason| {
+                    Error::config(CONFIG_FILE, "platform_version_semver", reason)
+                })?,
+            },
             input_spec,
             output_spec,
             input_tensor_device,

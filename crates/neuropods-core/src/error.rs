@@ -67,6 +67,17 @@ pub enum Error {
         /// The loader's own message.
         detail: String,
     },
+    /// The framework found is not a version this backend or this model
+    /// supports (libtorch other than the one the backend was built with,
+    /// TensorFlow outside the backend's range, or outside the model's
+    /// `platform_version_semver`).
+    #[error("platform `{platform}`: {detail}")]
+    FrameworkVersion {
+        /// Platform of the model.
+        platform: String,
+        /// Both versions, and what to install.
+        detail: String,
+    },
     /// A python model's requirements are not installed in the interpreter
     /// running it (nothing is installed at load time).
     #[error("the model's requirements are not met by this Python environment: {0}")]

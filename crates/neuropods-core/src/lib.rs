@@ -38,9 +38,11 @@ pub mod package;
 pub mod serialize;
 pub mod spec;
 pub mod tensor;
+pub mod version;
 
 pub use config::{ModelConfig, Platform};
 pub use error::{Error, Result};
 pub use model::{LoadOptions, Neuropod};
 pub use spec::{Dim, SpecError, TensorSpec};
 pub use tensor::{Buffer, DType, Element, Tensor, TensorData, TensorMap};
+pub use version::{Release, VersionRange};

@@ -216,7 +216,8 @@ fn parse_manifest(text: &str) -> Result<BTreeMap<String, String>> {
         .collect())
 }
 
-fn sha256_file(path: &Path) -> io::Result<String> {
+/// The sha256 of a file, as lowercase hex (as in manifest.json).
+pub fn sha256_file(path: &Path) -> io::Result<String> {
     let mut file = File::open(path)?;
     let mut hasher = Sha256::new();
     let mut chunk = vec![0u8; 1 << 20];

@@ -41,7 +41,7 @@ fn optional_fields_default_like_old_neuropod_configs() {
     )
     .unwrap();
     assert_eq!(config.platform, Platform::Python);
-    assert_eq!(config.platform_version_semver, "*");
+    assert_eq!(config.platform_version_semver.as_str(), "*");
     assert!(config.custom_ops.is_empty() && config.input_tensor_device.is_empty());
     // Written as null, they default the same way.
     let with_nulls = ModelConfig::from_json(

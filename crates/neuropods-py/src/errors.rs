@@ -54,6 +54,7 @@ fn class_of(err: &Error) -> &'static str {
         Error::InvalidOption(_) => "InvalidOptionError",
         Error::BackendNotFound { .. } => "BackendNotFoundError",
         Error::FrameworkNotFound { .. } => "FrameworkNotFoundError",
+        Error::FrameworkVersion { .. } => "FrameworkVersionError",
         Error::RequirementsNotMet(_) => "RequirementsError",
         Error::Backend { .. } => "BackendError",
         Error::Serialization(_) => "SerializationError",

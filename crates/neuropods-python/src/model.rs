@@ -5,7 +5,7 @@ use std::mem::ManuallyDrop;
 
 use neuropods_core::backend::plugin::{Backend, BackendModel, LoadContext};
 use neuropods_core::package::BACKEND_CONFIG_FILE;
-use neuropods_core::{Error, Result, TensorMap};
+use neuropods_core::{Error, Release, Result, TensorMap};
 use pyo3::exceptions::PyImportError;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -190,6 +190,17 @@ impl Backend for PythonBackend {
             detail,
         })?;
         Python::attach(|py| {
+            // As the original Neuropod's Python bridge: the range is of the
+            // interpreter's version (for platform `pytorch` too).
+            let running = py.version_info();
+            let release = Release {
+                major: running.major.into(),
+                minor: running.minor.into(),
+                patch: running.patch.into(),
+            };
+            ctx.config
+                .platform_version_semver
+                .check("python", "Python", release)?;
             let helper = helper(py).map_err(|e| python_error(py, e))?;
             if let Some(requirements) = requirements {
                 let unmet: Vec<String> = helper

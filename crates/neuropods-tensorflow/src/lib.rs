@@ -16,6 +16,7 @@ mod dtypes;
 mod ffi;
 mod model;
 mod proto;
+mod version;
 
 pub use model::TensorFlowBackend;
 

@@ -14,6 +14,7 @@ use serde::Deserialize;
 use crate::dtypes;
 use crate::ffi::{self, Endpoint, Graph, Session};
 use crate::proto::{self, SessionConfig, Signature};
+use crate::version;
 
 /// The TensorFlow backend.
 pub struct TensorFlowBackend;
@@ -266,6 +267,15 @@ fn session_config(ctx: &LoadContext) -> SessionConfig {
 
 impl Backend for TensorFlowBackend {
     fn load(ctx: &LoadContext) -> Result<Box<dyn BackendModel>> {
+        let (release, warning) = version::check(&version::loaded())?;
+        if let Some(warning) = warning {
+            ctx.warn(warning);
+        }
+        if let Some(release) = release {
+            ctx.config
+                .platform_version_semver
+                .check("tensorflow", "TensorFlow", release)?;
+        }
         let backend_config: TfBackendConfig = ctx.parse_backend_config()?.unwrap_or_default();
         let config = session_config(ctx);
         let model = if ctx.package_root.join(SAVED_MODEL_DIR).is_dir() {

@@ -6,19 +6,18 @@
 //! (`cpp/forward.cpp`), because tch cannot match inputs to argument names or
 //! build a `Dict` of the type the schema declares.
 
+mod custom_ops;
 mod forward;
+mod libtorch;
+mod model_file;
 
 use std::cell::Cell;
 use std::ffi::{c_void, CStr};
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
-
-use libloading::os::unix::{Library, RTLD_GLOBAL, RTLD_NOW};
+use std::sync::Arc;
 
 use neuropods_core::backend::plugin::{points_into_inputs, Backend, BackendModel, LoadContext};
-use neuropods_core::backend::registry::library_error;
 use neuropods_core::device::{input_device, model_device, Device};
-use neuropods_core::{Buffer, DType, Error, ModelConfig, Result, Tensor, TensorMap};
+use neuropods_core::{Buffer, DType, Error, Result, Tensor, TensorMap};
 use tch::{CModule, Kind};
 
 /// The TorchScript backend.
@@ -153,76 +152,13 @@ fn note_forks() {
     });
 }
 
-fn load_custom_ops(root: &Path, config: &ModelConfig) -> Result<()> {
-    for op in &config.custom_ops {
-        let path = root.join("0/ops").join(op);
-        // SAFETY: custom op libraries register kernels with libtorch when
-        // opened; they stay open for the life of the process.
-        let library =
-            unsafe { Library::open(Some(&path), RTLD_NOW | RTLD_GLOBAL) }.map_err(|e| {
-                Error::InvalidPackage {
-                    path: root.to_path_buf(),
-                    reason: format!("custom op {op}: {}", library_error(&e)),
-                }
-            })?;
-        std::mem::forget(library);
-    }
-    Ok(())
-}
-
-/// The folder of the loaded `libtorch_cpu.so`.
-fn libtorch_dir() -> Option<PathBuf> {
-    unsafe extern "C" fn visit(info: *mut libc::dl_phdr_info, _: usize, data: *mut c_void) -> i32 {
-        let found = &mut *(data as *mut Option<PathBuf>);
-        let name = (*info).dlpi_name;
-        if name.is_null() {
-            return 0;
-        }
-        let path = PathBuf::from(CStr::from_ptr(name).to_string_lossy().into_owned());
-        if path.file_name().is_some_and(|f| f == "libtorch_cpu.so") {
-            *found = path.parent().map(Path::to_path_buf);
-            return 1;
-        }
-        0
-    }
-    let mut found: Option<PathBuf> = None;
-    // SAFETY: the callback only reads the entries it is given.
-    unsafe { libc::dl_iterate_phdr(Some(visit), &mut found as *mut _ as *mut c_void) };
-    found
-}
-
-/// tch links with `--as-needed`, so `libtorch_cuda.so` is not a dependency
-/// of this library and CUDA stays invisible until it is opened. It is
-/// opened once, and only when a model asks for a GPU: it maps gigabytes of
-/// CUDA libraries.
-fn load_cuda() -> std::result::Result<(), String> {
-    static LOADED: OnceLock<std::result::Result<(), String>> = OnceLock::new();
-    LOADED
-        .get_or_init(|| {
-            let dir = libtorch_dir().ok_or("libtorch_cpu.so is not loaded")?;
-            let path = dir.join("libtorch_cuda.so");
-            if !path.is_file() {
-                return Err(format!(
-                    "{} does not exist (a CPU-only torch?)",
-                    path.display()
-                ));
-            }
-            // SAFETY: libtorch's own CUDA library; registers kernels, never closed.
-            let library = unsafe { Library::open(Some(&path), RTLD_NOW | RTLD_GLOBAL) }
-                .map_err(|e| library_error(&e))?;
-            std::mem::forget(library);
-            Ok(())
-        })
-        .clone()
-}
-
 /// How many CUDA devices libtorch sees, loading CUDA first when a GPU is
 /// asked for.
 fn cuda_device_count(ctx: &LoadContext) -> usize {
     if ctx.options.visible_gpu.is_none() {
         return 0;
     }
-    if let Err(e) = load_cuda() {
+    if let Err(e) = libtorch::load_cuda() {
         ctx.warn(format!("cannot load libtorch's CUDA support: {e}"));
         return 0;
     }
@@ -232,13 +168,20 @@ fn cuda_device_count(ctx: &LoadContext) -> usize {
 impl Backend for TorchScriptBackend {
     fn load(ctx: &LoadContext) -> Result<Box<dyn BackendModel>> {
         note_forks();
+        let (release, warning) = libtorch::check_version()?;
+        if let Some(warning) = warning {
+            ctx.warn(warning);
+        }
+        ctx.config
+            .platform_version_semver
+            .check("torchscript", "libtorch", release)?;
         apply_threads(ctx);
         let gpus = cuda_device_count(ctx);
         let (device, warning) = model_device(ctx.options.visible_gpu, gpus)?;
         if let Some(warning) = warning {
             ctx.warn(warning);
         }
-        load_custom_ops(&ctx.package_root, &ctx.config)?;
+        custom_ops::load(&ctx.package_root, &ctx.config)?;
         let path = ctx.package_root.join(MODEL_FILE);
         if !path.is_file() {
             return Err(Error::InvalidPackage {
@@ -246,6 +189,7 @@ impl Backend for TorchScriptBackend {
                 reason: format!("missing {MODEL_FILE}"),
             });
         }
+        model_file::refuse_legacy_format(&ctx.package_root, MODEL_FILE)?;
         let mut module = CModule::load_on_device(&path, tch_device(device))
             .map_err(|e| backend_error(format!("cannot load {MODEL_FILE}: {e}")))?;
         module

@@ -121,6 +121,8 @@ pub enum ErrorKind {
     Exit = 7,
     /// Memory ran out, or a result would not fit in memory.
     OutOfMemory = 8,
+    /// The framework's version is not one the backend or the model supports.
+    FrameworkVersion = 9,
 }
 
 impl ErrorKind {
@@ -134,6 +136,7 @@ impl ErrorKind {
             6 => ErrorKind::Interrupted,
             7 => ErrorKind::Exit,
             8 => ErrorKind::OutOfMemory,
+            9 => ErrorKind::FrameworkVersion,
             _ => ErrorKind::Internal,
         }
     }

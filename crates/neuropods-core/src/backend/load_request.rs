@@ -12,6 +12,7 @@ use crate::config::{DeviceKind, ModelConfig, Platform};
 use crate::error::{Error, Result};
 use crate::spec::{Dim, TensorSpec};
 use crate::tensor::DType;
+use crate::version::VersionRange;
 
 const PLATFORMS: [(Platform, u32); 3] = [
     (Platform::TorchScript, 1),
@@ -110,7 +111,7 @@ impl<'a> ConfigParts<'a> {
         ModelConfigRef {
             name: StrRef::new(&self.config.name),
             platform: platform_code(self.config.platform),
-            platform_version_semver: StrRef::new(&self.config.platform_version_semver),
+            platform_version_semver: StrRef::new(self.config.platform_version_semver.as_str()),
             inputs: self.inputs.as_ptr(),
             n_inputs: self.inputs.len(),
             outputs: self.outputs.as_ptr(),
@@ -203,7 +204,13 @@ pub unsafe fn read_config(r: &ModelConfigRef) -> Result<ModelConfig> {
     Ok(ModelConfig {
         name: text(&r.name, "the model name")?,
         platform,
-        platform_version_semver: text(&r.platform_version_semver, "platform_version_semver")?,
+        // A version range crosses as its text, which the core already
+        // parsed and accepted from config.json; it has no C layout.
+        platform_version_semver: VersionRange::parse(&text(
+            &r.platform_version_semver,
+            "platform_version_semver",
+        )?)
+        .map_err(|e| Error::Internal(format!("platform_version_semver from the core: {e}")))?,
         input_spec: read_specs(r.inputs, r.n_inputs)?,
         output_spec: read_specs(r.outputs, r.n_outputs)?,
         input_tensor_device,

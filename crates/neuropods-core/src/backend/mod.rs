@@ -4,6 +4,7 @@
 
 pub mod abi;
 pub mod convert;
+pub mod library;
 pub mod load_request;
 pub mod plugin;
 pub mod registry;
@@ -140,6 +141,10 @@ impl Collected {
             },
             ErrorKind::InvalidInput => Error::InvalidInput(message),
             ErrorKind::RequirementsNotMet => Error::RequirementsNotMet(message),
+            ErrorKind::FrameworkVersion => Error::FrameworkVersion {
+                platform: platform.name().to_string(),
+                detail: message,
+            },
             ErrorKind::InvalidPackage => Error::InvalidPackage {
                 path: package.to_path_buf(),
                 reason: message,

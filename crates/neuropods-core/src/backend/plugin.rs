@@ -100,6 +100,7 @@ fn error_kind(err: &Error) -> ErrorKind {
         Error::Interrupted(_) => ErrorKind::Interrupted,
         Error::Exit(_) => ErrorKind::Exit,
         Error::OutOfMemory(_) => ErrorKind::OutOfMemory,
+        Error::FrameworkVersion { .. } => ErrorKind::FrameworkVersion,
         _ => ErrorKind::Backend,
     }
 }
@@ -128,6 +129,7 @@ unsafe fn report(sink: &Sink, err: &Error) {
         | Error::Interrupted(message)
         | Error::Exit(message)
         | Error::OutOfMemory(message) => message.clone(),
+        Error::FrameworkVersion { detail, .. } => detail.clone(),
         // The core names the package again on its side.
         Error::InvalidPackage { reason, .. } => reason.clone(),
         other => other.to_string(),

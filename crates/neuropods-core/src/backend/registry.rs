@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
 use super::abi::{BackendVTable, EntryPoint, ABI_VERSION, ENTRY_POINT};
+use super::library::{self, Scope};
 use crate::config::Platform;
 use crate::error::{Error, Result};
 
@@ -223,25 +224,10 @@ fn preload_libpython() -> std::result::Result<(), String> {
 /// Opens a framework library with `RTLD_GLOBAL`, for good: its symbols
 /// then resolve the backend library's references by name.
 fn open_globally(path: &Path) -> std::result::Result<(), String> {
-    // SAFETY: framework initialisers run once; the library is never closed.
-    let library = unsafe {
-        libloading::os::unix::Library::open(
-            Some(path),
-            libloading::os::unix::RTLD_NOW | libloading::os::unix::RTLD_GLOBAL,
-        )
-    }
-    .map_err(|e| library_error(&e))?;
+    // Framework initialisers run once; the library is never closed.
+    let library = library::open(path, Scope::Global)?;
     std::mem::forget(library);
     Ok(())
-}
-
-/// A `libloading` error with the loader's own reason (its `Display` alone
-/// says only "dlopen failed").
-pub fn library_error(e: &libloading::Error) -> String {
-    match std::error::Error::source(e) {
-        Some(source) => format!("{e}: {source}"),
-        None => e.to_string(),
-    }
 }
 
 /// The folder of the binary (executable or shared library) holding this code.
@@ -293,16 +279,9 @@ fn open(info: &BackendInfo) -> Result<&'static BackendVTable> {
     }
     let open_libraries = || {
         preload_framework(info).map_err(framework_missing)?;
-        // SAFETY: opening a library runs its initialisers; backend libraries
-        // are ours. They are never closed: models and tensors they made may
-        // live until the process exits.
-        unsafe {
-            libloading::os::unix::Library::open(
-                Some(&path),
-                libloading::os::unix::RTLD_NOW | libloading::os::unix::RTLD_LOCAL,
-            )
-        }
-        .map_err(|e| framework_missing(library_error(&e)))
+        // Backend libraries are never closed: models and tensors they made
+        // may live until the process exits.
+        library::open(&path, Scope::Local).map_err(framework_missing)
     };
     let library = match info.startup_filter {
         Some(keep) => filter_stderr(keep, open_libraries),
