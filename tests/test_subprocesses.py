@@ -189,6 +189,60 @@ def test_missing_torch_error_says_what_the_loader_said(torchless_result):
     assert "cannot open shared object file" in detail, message
 
 
+# ------------------------------------------------------- numpy 1.x strings
+
+
+@pytest.fixture(scope="module")
+def numpy1_python(tmp_path_factory):
+    """A fresh venv with numpy 1.x (no StringDType) and the built wheel."""
+    wheel = _wheel()
+    if wheel is None:
+        pytest.skip("no built wheel in $NEUROPODS_HOME/dist (run scripts/build.sh)")
+    venv = tmp_path_factory.mktemp("numpy1") / "venv"
+    env = clean_env()
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, env=env, timeout=120)
+    python = str(venv / "bin" / "python")
+    install = subprocess.run(
+        [python, "-m", "pip", "install", "--disable-pip-version-check", "-q", "numpy<2", wheel],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    if install.returncode != 0:
+        pytest.skip(f"could not install numpy<2 + the wheel into a fresh venv: {install.stderr[-2000:]}")
+    return python
+
+
+@pytest.mark.slow
+def test_strings_on_numpy_1_are_fixed_width_and_capped(numpy1_python):
+    # numpy 1.x has no variable-width strings: `<U` arrays, and one whose
+    # fixed width would multiply the size (one 1 MB string among 99,999
+    # short ones: 400 GB) is OutOfMemoryError, not an abort.
+    result = run_python(
+        """
+        import json
+        import numpy as np
+        import neuropods_native as N
+        small = N.deserialize(N.serialize(np.array(["ab", "héllo"])))
+        strings = np.empty(100_000, dtype=object)
+        strings[:] = "ab"
+        strings[0] = "x" * 1_000_000
+        try:
+            N.deserialize(N.serialize(strings))
+            error = None
+        except MemoryError as e:
+            error = {"class": type(e).__name__, "neuropod": isinstance(e, N.NeuropodError), "message": str(e)}
+        print(json.dumps({"numpy": np.__version__, "dtype": str(small.dtype), "values": small.tolist(),
+                          "error": error}))
+        """,
+        python=numpy1_python,
+    )
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["numpy"].startswith("1."), out
+    assert out["dtype"] == "<U5" and out["values"] == ["ab", "héllo"]
+    assert out["error"] is not None and out["error"]["class"] == "OutOfMemoryError" and out["error"]["neuropod"]
+    assert "400000000000 bytes" in out["error"]["message"]
+
+
 # ------------------------------------------------- process-wide libtorch state
 
 
