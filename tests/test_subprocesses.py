@@ -78,6 +78,29 @@ def _wheel():
     return wheels[-1] if wheels else None
 
 
+def venv_with_wheel(tmp_path_factory, name, numpy_requirement):
+    """A plain venv (no system site-packages, so no framework is visible)
+    holding only numpy (as `numpy_requirement` says) and the built wheel;
+    returns its python. Skips when there is no wheel or pip cannot install."""
+    wheel = _wheel()
+    if wheel is None:
+        pytest.skip("no built wheel in $NEUROPODS_HOME/dist (run scripts/build.sh)")
+    venv = tmp_path_factory.mktemp(name) / "venv"
+    env = clean_env()
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, env=env, timeout=120)
+    python = str(venv / "bin" / "python")
+    install = subprocess.run(
+        [python, "-m", "pip", "install", "--disable-pip-version-check", "-q", numpy_requirement, wheel],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    if install.returncode != 0:
+        pytest.skip(f"could not install {numpy_requirement} + the wheel into a fresh venv: {install.stderr[-2000:]}")
+    return python
+
+
 @pytest.fixture(scope="module")
 def tf_addition_package(tmp_path_factory):
     """A frozen TF addition graph, packaged."""
@@ -105,23 +128,7 @@ def torchless_results(tmp_path_factory, addition_package, tf_addition_package):
     """Loads a TorchScript and a TF package from a fresh venv holding only
     numpy and the built wheel; returns what the errors looked like there,
     by platform."""
-    wheel = _wheel()
-    if wheel is None:
-        pytest.skip("no built wheel in $NEUROPODS_HOME/dist (run scripts/build.sh)")
-    venv = tmp_path_factory.mktemp("torchless") / "venv"
-    env = clean_env()
-    # A plain venv: no system site-packages, so torch is not visible.
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, env=env, timeout=120)
-    python = str(venv / "bin" / "python")
-    install = subprocess.run(
-        [python, "-m", "pip", "install", "--disable-pip-version-check", "-q", "numpy", wheel],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
-    if install.returncode != 0:
-        pytest.skip(f"could not install numpy + the wheel into a fresh venv: {install.stderr[-2000:]}")
+    python = venv_with_wheel(tmp_path_factory, "torchless", "numpy")
     result = run_python(
         f"""
         import importlib.util, json, sys
@@ -145,7 +152,6 @@ def torchless_results(tmp_path_factory, addition_package, tf_addition_package):
         print(json.dumps(results))
         """,
         python=python,
-        env=env,
     )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -195,20 +201,7 @@ def test_missing_torch_error_says_what_the_loader_said(torchless_result):
 @pytest.fixture(scope="module")
 def numpy1_python(tmp_path_factory):
     """A fresh venv with numpy 1.x (no StringDType) and the built wheel."""
-    wheel = _wheel()
-    if wheel is None:
-        pytest.skip("no built wheel in $NEUROPODS_HOME/dist (run scripts/build.sh)")
-    venv = tmp_path_factory.mktemp("numpy1") / "venv"
-    env = clean_env()
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, env=env, timeout=120)
-    python = str(venv / "bin" / "python")
-    install = subprocess.run(
-        [python, "-m", "pip", "install", "--disable-pip-version-check", "-q", "numpy<2", wheel],
-        capture_output=True, text=True, env=env, timeout=300,
-    )
-    if install.returncode != 0:
-        pytest.skip(f"could not install numpy<2 + the wheel into a fresh venv: {install.stderr[-2000:]}")
-    return python
+    return venv_with_wheel(tmp_path_factory, "numpy1", "numpy<2")
 
 
 @pytest.mark.slow
