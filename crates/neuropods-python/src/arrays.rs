@@ -11,6 +11,7 @@ use numpy::npyffi::{
 };
 use numpy::{PyArrayDescr, PyArrayDescrMethods, PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyList, PyString};
 
 /// Why a conversion failed.
@@ -304,12 +305,20 @@ pub fn is_control_flow(py: Python<'_>, err: &PyErr) -> bool {
     !err.is_instance_of::<PyException>(py) || err.is_instance_of::<PyMemoryError>(py)
 }
 
-/// numpy's variable-width string dtype, on numpy >= 2.
+/// numpy's variable-width string dtype, on numpy >= 2; looked up once per
+/// interpreter, not on every string tensor.
 fn string_dtype<'py>(py: Python<'py>) -> Option<Bound<'py, PyAny>> {
-    py.import("numpy.dtypes")
-        .and_then(|m| m.getattr("StringDType"))
-        .and_then(|class| class.call0())
-        .ok()
+    static STRING_DTYPE: PyOnceLock<Option<Py<PyAny>>> = PyOnceLock::new();
+    STRING_DTYPE
+        .get_or_init(py, || {
+            py.import("numpy.dtypes")
+                .and_then(|m| m.getattr("StringDType"))
+                .and_then(|class| class.call0())
+                .map(Bound::unbind)
+                .ok()
+        })
+        .as_ref()
+        .map(|dtype| dtype.bind(py).clone())
 }
 
 /// Fixed-width unicode stores every string at the width of the longest, 4
