@@ -17,7 +17,14 @@ def load_neuropod(
     the framework sees it (otherwise the CPU, with a logged warning).
     Options: ``intra_op_threads`` (>= 1), ``inter_op_threads`` (0: no
     inter-op pool, ops run on the calling thread), ``verify_manifest``.
+    ``use_ope=True`` runs the model in a worker process of its own: same
+    results and errors, but a model that crashes, exits or hangs raises
+    ``WorkerError`` instead of taking the caller down, and the next call
+    starts a new worker. ``ope_python`` names the Python executable (and
+    so the environment) a python-platform model's worker runs; by default
+    the caller's own.
     The model is a context manager; ``infer({name: array})`` returns a dict
-    of numpy arrays.
+    of numpy arrays; ``allocate(name, shape)`` gives an array to fill that
+    reaches a worker without a copy.
     """
     return Neuropod(neuropod_path, visible_gpu=visible_gpu, **options)

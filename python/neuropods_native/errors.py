@@ -21,6 +21,7 @@ __all__ = [
     "BackendError",
     "ModelClosedError",
     "UnsafeAfterForkError",
+    "WorkerError",
     "NeuropodIOError",
     "OutOfMemoryError",
     "InternalError",
@@ -121,3 +122,11 @@ class OutOfMemoryError(NeuropodError, MemoryError):
 
 class InternalError(NeuropodError, RuntimeError):
     """A bug in Neuropods (a caught panic)."""
+
+
+class WorkerError(NeuropodError):
+    """The worker process of a model run out of process (``use_ope=True``)
+    died, hung or could not start. The message names the exit status or
+    signal and the last lines the worker wrote to stderr. The caller is
+    unharmed: the next ``infer`` starts a new worker and loads the model
+    again."""

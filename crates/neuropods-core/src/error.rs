@@ -132,6 +132,17 @@ pub enum Error {
     /// tensor as fixed-width unicode): the call fails, the process lives.
     #[error("out of memory: {0}")]
     OutOfMemory(String),
+    /// A model's worker process (out-of-process execution) died, hung or
+    /// could not be started; the caller lives on, and the next call starts
+    /// a new worker.
+    #[error("model '{model}': {detail}")]
+    Worker {
+        /// The model's name.
+        model: String,
+        /// What happened: the exit status or signal, and the last lines
+        /// the worker wrote to stderr.
+        detail: String,
+    },
     /// A bug: a panic was caught, or an invariant broke.
     #[error("internal error: {0}")]
     Internal(String),

@@ -39,6 +39,7 @@ pub mod serialize;
 pub mod spec;
 pub mod tensor;
 pub mod version;
+pub mod worker;
 
 pub use config::{ModelConfig, Platform};
 pub use error::{Error, Result};
@@ -46,3 +47,4 @@ pub use model::{LoadOptions, Neuropod};
 pub use spec::{Dim, SpecError, TensorSpec};
 pub use tensor::{Buffer, DType, Element, Tensor, TensorData, TensorMap};
 pub use version::{Release, VersionRange};
+pub use worker::Allocation;

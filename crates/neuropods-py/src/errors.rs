@@ -61,6 +61,7 @@ fn class_of(err: &Error) -> &'static str {
         Error::Io { .. } => "NeuropodIOError",
         Error::OutOfMemory(_) => "OutOfMemoryError",
         Error::UnsafeAfterFork { .. } => "UnsafeAfterForkError",
+        Error::Worker { .. } => "WorkerError",
         _ => "InternalError",
     }
 }

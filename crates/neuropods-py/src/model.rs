@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use neuropods_core::{Dim, LoadOptions, TensorMap, TensorSpec};
+use neuropods_core::{Buffer, DType, Dim, LoadOptions, Tensor, TensorMap, TensorSpec};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
@@ -11,7 +11,13 @@ use crate::convert::{tensor_from_numpy, tensor_name, tensor_to_numpy, type_error
 use crate::errors::{guard, raise, to_py};
 
 /// Load options accepted as keyword arguments, besides `visible_gpu`.
-const OPTIONS: [&str; 3] = ["intra_op_threads", "inter_op_threads", "verify_manifest"];
+const OPTIONS: [&str; 5] = [
+    "intra_op_threads",
+    "inter_op_threads",
+    "verify_manifest",
+    "use_ope",
+    "ope_python",
+];
 
 fn parse_options(
     py: Python<'_>,
@@ -49,6 +55,20 @@ fn parse_options(
                 "intra_op_threads" => load.backend.intra_op_threads = count(&key, &value)?,
                 "inter_op_threads" => load.backend.inter_op_threads = count(&key, &value)?,
                 "verify_manifest" => load.verify_manifest = value.is_truthy()?,
+                "use_ope" => load.use_ope = value.is_truthy()?,
+                "ope_python" if value.is_none() => load.ope_python = None,
+                "ope_python" => {
+                    load.ope_python = Some(value.extract::<std::path::PathBuf>().map_err(|_| {
+                        raise(
+                            py,
+                            "InvalidOptionError",
+                            format!(
+                                "ope_python must be the path of a Python executable, got {}",
+                                value.repr().map(|r| r.to_string()).unwrap_or_default()
+                            ),
+                        )
+                    })?)
+                }
                 _ => {
                     return Err(raise(
                         py,
@@ -61,6 +81,19 @@ fn parse_options(
                 }
             }
         }
+    }
+    if load.use_ope && load.ope_python.is_none() {
+        // A python model in a worker runs on the caller's own interpreter
+        // (and environment), as it would in-process.
+        let executable: Option<std::path::PathBuf> =
+            py.import("sys")?.getattr("executable")?.extract().ok();
+        load.ope_python = executable.filter(|p| !p.as_os_str().is_empty());
+    } else if !load.use_ope && load.ope_python.is_some() {
+        return Err(raise(
+            py,
+            "InvalidOptionError",
+            "ope_python applies only to models run out of process: pass use_ope=True too".into(),
+        ));
     }
     Ok(load)
 }
@@ -89,8 +122,9 @@ fn spec_to_py<'py>(py: Python<'py>, specs: &[TensorSpec]) -> PyResult<Bound<'py,
 ///
 /// `Neuropod(path, visible_gpu=None, **options)` loads a package (a folder or
 /// a zip). Options: `intra_op_threads`, `inter_op_threads`,
-/// `verify_manifest`. Usable as a context manager; `infer` may be called
-/// from many threads at once.
+/// `verify_manifest`, `use_ope` (run the model in a worker process) and
+/// `ope_python` (the interpreter a python model's worker runs). Usable as a
+/// context manager; `infer` may be called from many threads at once.
 #[pyclass(frozen, module = "neuropods_native")]
 pub struct Neuropod {
     // None once closed. Calls clone the Arc, so closing while another
@@ -174,6 +208,61 @@ impl Neuropod {
             }
             Ok(dict)
         })
+    }
+
+    /// A zero-filled, writable array for input `name` (dtype from the spec
+    /// unless given). For a model run out of process it lives in shared
+    /// memory, and `infer` hands it to the worker without copying it.
+    #[pyo3(signature = (name, shape, dtype = None))]
+    fn allocate<'py>(
+        &self,
+        py: Python<'py>,
+        name: &str,
+        shape: Vec<usize>,
+        dtype: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        guard(py, || {
+            let model = self.model(py)?;
+            let dtype = match dtype {
+                None => model
+                    .inputs()
+                    .iter()
+                    .find(|s| s.name == name)
+                    .map_or(DType::Float32, |s| s.dtype),
+                Some(d) => {
+                    let numpy_name: String = py
+                        .import("numpy")?
+                        .call_method1("dtype", (d,))
+                        .and_then(|d| d.getattr("name"))
+                        .and_then(|n| n.extract())
+                        .map_err(|e| type_error(py, format!("dtype {d}: {e}")))?;
+                    DType::from_name(&numpy_name).ok_or_else(|| {
+                        type_error(py, format!("dtype {numpy_name} is not one Neuropods takes"))
+                    })?
+                }
+            };
+            let allocation = model
+                .allocate(name, dtype, &shape)
+                .map_err(|e| to_py(py, e))?;
+            // SAFETY: the allocation's owner keeps its bytes alive; the
+            // array is the only writer, as for any array a caller fills.
+            let buffer = unsafe {
+                Buffer::from_raw_parts(
+                    allocation.as_mut_ptr(),
+                    allocation.len(),
+                    allocation.owner().clone(),
+                )
+            };
+            let tensor = Tensor::from_buffer(dtype, shape, buffer).map_err(|e| to_py(py, e))?;
+            tensor_to_numpy(py, name, tensor, Access::Writable)
+        })
+    }
+
+    /// The process id of the worker running this model (None in-process,
+    /// and after a worker was lost until the next call starts another).
+    #[getter]
+    fn worker_pid(&self, py: Python<'_>) -> PyResult<Option<u32>> {
+        Ok(self.model(py)?.worker_pid())
     }
 
     /// Frees the model now (also done by `with` and by garbage collection).

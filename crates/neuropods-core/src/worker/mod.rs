@@ -1,0 +1,24 @@
+//! Out-of-process execution: a model loaded with `use_ope` runs in a
+//! worker process of its own (the `neuropods-worker` executable), and its
+//! tensors cross in shared memory.
+//!
+//! The mechanism (segments, channel, processes, heartbeat) is the
+//! `neuropods_ope` crate; this module is what crosses it: [`wire`] (the
+//! messages), [`transfer`] (tensors into and out of shared memory),
+//! [`client`] (the caller's side), [`serve`] (the worker's loop) and
+//! [`shared`] (arrays a caller allocates in shared memory).
+//!
+//! Spec checks stay in the caller, before anything is sent and after the
+//! outputs arrive; the worker runs the backend and nothing else. Errors
+//! cross with their kind and every field, so a caller gets the same error
+//! as in-process.
+
+pub mod client;
+pub mod serve;
+pub mod shared;
+pub mod transfer;
+pub mod wire;
+
+pub use client::{WorkerModel, WorkerSetup};
+pub use serve::serve;
+pub use shared::Allocation;

@@ -1,0 +1,161 @@
+//! The worker's side: the loop run by the `neuropods-worker` executable.
+//!
+//! It loads the package with the same core and backends as a caller would
+//! in-process, then answers calls until the caller closes the channel (or
+//! dies), and exits at once: a model's own clean-up is not waited for.
+
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use neuropods_ope::arena::SegmentId;
+use neuropods_ope::process::{start_heartbeat, CHANNEL_FD};
+use neuropods_ope::{Arena, Channel, PeerSegments, Received};
+
+use super::transfer::{map_arrived, place, take};
+use super::wire::{self, Header, Reader, Writer};
+use crate::backend::BackendOptions;
+use crate::error::Error;
+use crate::model::{LoadOptions, Neuropod};
+
+/// The worker's segment ids have the top bit set.
+const WORKER_SIDE: SegmentId = 1 << 63;
+
+struct Worker {
+    model: Option<Neuropod>,
+    arena: Arena,
+    peer: PeerSegments,
+}
+
+/// Runs the worker on the descriptors its caller set up; returns the exit
+/// code when run by hand (the loop itself ends the process).
+pub fn serve() -> i32 {
+    if !is_socket(CHANNEL_FD) {
+        eprintln!(
+            "neuropods-worker runs models for Neuropods (load_neuropod(..., use_ope=True)); \
+             it is started by the library, not by hand"
+        );
+        return 2;
+    }
+    // SAFETY: fd 3 is the channel the caller gave this process.
+    let channel = Channel::from_fd(unsafe { OwnedFd::from_raw_fd(CHANNEL_FD) });
+    if let Err(e) = start_heartbeat(CHANNEL_FD) {
+        eprintln!("neuropods-worker: cannot start its heartbeat: {e}");
+        return 2;
+    }
+    let mut worker = Worker {
+        model: None,
+        arena: Arena::new(WORKER_SIDE),
+        peer: PeerSegments::default(),
+    };
+    let mut buf = Vec::new();
+    let spin = neuropods_ope::process::spin_time();
+    loop {
+        let (n, fds) = match channel.recv(&mut buf, spin, None) {
+            Ok(Received::Message(n, fds)) => (n, fds),
+            Ok(Received::Closed) | Ok(Received::TimedOut) | Err(_) => break,
+        };
+        let message = buf.get(..n).unwrap_or_default();
+        let reply = catch_unwind(AssertUnwindSafe(|| worker.handle(message, fds)))
+            .unwrap_or_else(|payload| worker.failed(&Error::from_panic(payload)));
+        let (bytes, segments) = reply;
+        let fds: Vec<_> = segments.iter().map(|s| s.as_fd()).collect();
+        if channel.send(&bytes, &fds).is_err() {
+            break;
+        }
+    }
+    // The caller is gone: leave without running the model's destructors
+    // (a framework's shutdown may hang or crash, and nobody waits for it).
+    // SAFETY: ends the process.
+    unsafe { libc::_exit(0) }
+}
+
+type Reply = (Vec<u8>, Vec<std::sync::Arc<neuropods_ope::Segment>>);
+
+impl Worker {
+    fn handle(&mut self, message: &[u8], fds: Vec<OwnedFd>) -> Reply {
+        let (tag, header, mut reader) = match Reader::new(message) {
+            Ok(parsed) => parsed,
+            Err(e) => return self.failed(&Error::Internal(format!("malformed request: {e}"))),
+        };
+        for &id in &header.given_back {
+            self.arena.given_back(id);
+        }
+        for &id in &header.forgotten {
+            self.peer.forget(id);
+        }
+        let arrived = match map_arrived(&mut self.peer, &header, fds) {
+            Ok(arrived) => arrived,
+            Err(e) => return self.failed(&Error::Internal(e)),
+        };
+        match tag {
+            wire::LOAD => match reader.load() {
+                Ok(load) => {
+                    let options = LoadOptions {
+                        backend: BackendOptions {
+                            visible_gpu: load.visible_gpu,
+                            intra_op_threads: load.intra_op_threads,
+                            inter_op_threads: load.inter_op_threads,
+                        },
+                        ..LoadOptions::default()
+                    };
+                    match Neuropod::load(&load.package_root, &options) {
+                        Ok(model) => {
+                            let mut w = Writer::new(wire::LOADED, &Header::default());
+                            w.strings(model.load_warnings());
+                            self.model = Some(model);
+                            (w.finish(), Vec::new())
+                        }
+                        Err(e) => self.failed(&e),
+                    }
+                }
+                Err(e) => self.failed(&Error::Internal(format!("malformed load: {e}"))),
+            },
+            wire::INFER => {
+                let Some(model) = &self.model else {
+                    return self.failed(&Error::Internal("infer before load".into()));
+                };
+                let inputs = match reader.tensors().and_then(|d| take(&self.peer, &arrived, d)) {
+                    Ok(inputs) => inputs,
+                    Err(e) => {
+                        return self.failed(&Error::Internal(format!("malformed infer: {e}")))
+                    }
+                };
+                let outputs = model.infer_unchecked(&inputs);
+                // Inputs the model did not keep are given back with this reply.
+                drop(inputs);
+                drop(arrived);
+                match outputs.and_then(|outputs| place(&mut self.arena, &outputs, None)) {
+                    Ok(placed) => {
+                        let header = Header {
+                            new_segments: placed.new_segments,
+                            given_back: self.peer.take_given_back(),
+                            forgotten: self.arena.take_forgotten(),
+                        };
+                        let mut w = Writer::new(wire::OUTPUTS, &header);
+                        w.tensors(&placed.descs);
+                        (w.finish(), placed.segments)
+                    }
+                    Err(e) => self.failed(&e),
+                }
+            }
+            other => self.failed(&Error::Internal(format!("unknown request {other}"))),
+        }
+    }
+
+    fn failed(&mut self, err: &Error) -> Reply {
+        let header = Header {
+            new_segments: Vec::new(),
+            given_back: self.peer.take_given_back(),
+            forgotten: self.arena.take_forgotten(),
+        };
+        let mut w = Writer::new(wire::FAILED, &header);
+        w.error(err);
+        (w.finish(), Vec::new())
+    }
+}
+
+fn is_socket(fd: i32) -> bool {
+    // SAFETY: fstat fills the struct; a closed fd is an error.
+    let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+    unsafe { libc::fstat(fd, &mut stat) == 0 && stat.st_mode & libc::S_IFMT == libc::S_IFSOCK }
+}

@@ -1,0 +1,149 @@
+//! The other side's segments as mapped here, and the leases on them.
+//!
+//! Each message that refers to a segment takes one [`Lease`] on it; the
+//! tensors made from the message's regions hold clones of it. When the last
+//! clone is dropped (the call ended, or the numpy array a user kept was
+//! freed), the lease's id is queued to be given back with the next message,
+//! so the owner can reuse the memory. Mappings stay until the owner says
+//! it forgot the segment, so that reused segments are not mapped again.
+
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::sync::{Arc, Mutex};
+
+use crate::arena::SegmentId;
+use crate::segment::Segment;
+
+/// Ids of leases ended since the queue was last drained.
+type GivenBack = Arc<Mutex<Vec<SegmentId>>>;
+
+/// One message's hold on one of the other side's segments.
+#[derive(Debug)]
+pub struct Lease {
+    id: SegmentId,
+    segment: Arc<Segment>,
+    /// None for single-use segments: nothing to give back, the owner has
+    /// already let go of them.
+    given_back: Option<GivenBack>,
+}
+
+impl Lease {
+    /// The segment (this side's mapping).
+    pub fn segment(&self) -> &Arc<Segment> {
+        &self.segment
+    }
+
+    /// The segment's id.
+    pub fn id(&self) -> SegmentId {
+        self.id
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Some(queue) = &self.given_back {
+            queue
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(self.id);
+        }
+    }
+}
+
+/// The other side's segments mapped here.
+#[derive(Default)]
+pub struct PeerSegments {
+    mapped: HashMap<SegmentId, Arc<Segment>>,
+    given_back: GivenBack,
+}
+
+impl PeerSegments {
+    /// Maps a segment that arrived with a message. A single-use segment is
+    /// not kept: the returned mapping, held by its lease, is its only one.
+    pub fn insert(
+        &mut self,
+        id: SegmentId,
+        fd: OwnedFd,
+        len: usize,
+        single_use: bool,
+    ) -> io::Result<Arc<Segment>> {
+        let segment = Arc::new(Segment::map(fd, len)?);
+        if !single_use {
+            self.mapped.insert(id, segment.clone());
+        }
+        Ok(segment)
+    }
+
+    /// A new lease on a segment: `segment` when it came with this message,
+    /// else the one mapped earlier (None if the id is unknown).
+    pub fn lease(
+        &self,
+        id: SegmentId,
+        arrived: Option<Arc<Segment>>,
+        single_use: bool,
+    ) -> Option<Arc<Lease>> {
+        let segment = arrived.or_else(|| self.mapped.get(&id).cloned())?;
+        Some(Arc::new(Lease {
+            id,
+            segment,
+            given_back: (!single_use).then(|| self.given_back.clone()),
+        }))
+    }
+
+    /// The owner dropped the segment: unmap it once no lease uses it.
+    pub fn forget(&mut self, id: SegmentId) {
+        self.mapped.remove(&id);
+    }
+
+    /// Ids of leases that ended since the last call, one entry per lease.
+    pub fn take_given_back(&self) -> Vec<SegmentId> {
+        std::mem::take(&mut *self.given_back.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// The other side is gone: forget its segments. Leases still held (a
+    /// user's outputs) keep their mappings but give nothing back: the
+    /// queue they report to is replaced.
+    pub fn clear(&mut self) {
+        self.mapped.clear();
+        self.given_back = GivenBack::default();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsFd;
+
+    use super::*;
+
+    #[test]
+    fn each_lease_is_given_back_once_when_its_last_clone_goes() {
+        let owner = Segment::create(4096).unwrap();
+        let mut peer = PeerSegments::default();
+        let fd = owner.as_fd().try_clone_to_owned().unwrap();
+        let arrived = peer.insert(7, fd, owner.len(), false).unwrap();
+        let first = peer.lease(7, Some(arrived), false).unwrap();
+        let second = peer.lease(7, None, false).unwrap();
+        let clone = first.clone();
+        drop(first);
+        assert!(peer.take_given_back().is_empty());
+        drop(clone);
+        drop(second);
+        assert_eq!(peer.take_given_back(), vec![7, 7]);
+        assert!(peer.lease(8, None, false).is_none());
+    }
+
+    #[test]
+    fn leases_outlive_a_cleared_peer_and_report_nothing() {
+        let owner = Segment::create(4096).unwrap();
+        let mut peer = PeerSegments::default();
+        let fd = owner.as_fd().try_clone_to_owned().unwrap();
+        let arrived = peer.insert(1, fd, owner.len(), false).unwrap();
+        let lease = peer.lease(1, Some(arrived), false).unwrap();
+        peer.clear();
+        unsafe { owner.bytes_mut(0, 1).unwrap()[0] = 9 };
+        assert_eq!(unsafe { lease.segment().bytes(0, 1).unwrap() }, [9]);
+        drop(lease);
+        assert!(peer.take_given_back().is_empty());
+    }
+}

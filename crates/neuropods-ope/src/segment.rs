@@ -1,0 +1,170 @@
+//! One shared memory segment: an anonymous `memfd` mapped read-write.
+//!
+//! A memfd has no name in any filesystem: it lives while a descriptor or a
+//! mapping of it does, in any process. So a segment outlives the process
+//! that made it for as long as the other side maps it (outputs stay valid
+//! after their worker exits), and nothing is left behind when every process
+//! holding it is gone, however it ended.
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+
+/// A mapped shared memory segment.
+#[derive(Debug)]
+pub struct Segment {
+    fd: OwnedFd,
+    ptr: *mut u8,
+    len: usize,
+}
+
+// SAFETY: the mapping is plain memory; who writes where is the protocol's
+// business (a region is written only by the side that owns it, before it is
+// lent).
+unsafe impl Send for Segment {}
+unsafe impl Sync for Segment {}
+
+impl Segment {
+    /// Creates a zero-filled segment of `len` bytes (at least one page).
+    pub fn create(len: usize) -> io::Result<Segment> {
+        let len = len.max(page_size());
+        // SAFETY: the name is a NUL-terminated literal.
+        let raw = unsafe { libc::memfd_create(c"neuropods-tensors".as_ptr(), libc::MFD_CLOEXEC) };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: memfd_create returned a fresh descriptor we own.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let size = libc::off_t::try_from(len)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "segment too large"))?;
+        // SAFETY: plain call on a descriptor we own.
+        if unsafe { libc::ftruncate(fd.as_raw_fd(), size) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Segment::map(fd, len)
+    }
+
+    /// Maps a segment received from the other side. `len` is what the
+    /// sender said; it is checked against the segment's real size, so a
+    /// wrong length cannot make this side read past the end of the file.
+    pub fn map(fd: OwnedFd, len: usize) -> io::Result<Segment> {
+        // SAFETY: fstat fills the struct.
+        let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+        if unsafe { libc::fstat(fd.as_raw_fd(), &mut stat) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if len == 0 || u64::try_from(stat.st_size).ok() != Some(len as u64) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "shared segment is {} bytes, the message said {len}",
+                    stat.st_size
+                ),
+            ));
+        }
+        // SAFETY: a fresh shared mapping of a file of at least `len` bytes.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Segment {
+            fd,
+            ptr: ptr as *mut u8,
+            len,
+        })
+    }
+
+    /// Size in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Never true: segments have at least one page.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Address of the first byte of this side's mapping.
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.ptr
+    }
+
+    /// Whether `[ptr, ptr + len)` lies inside this mapping; the offset if so.
+    pub fn offset_of(&self, ptr: *const u8, len: usize) -> Option<usize> {
+        let start = self.ptr as usize;
+        let at = ptr as usize;
+        let offset = at.checked_sub(start)?;
+        (offset.checked_add(len)? <= self.len).then_some(offset)
+    }
+
+    /// The bytes `[offset, offset + len)`, if inside the segment.
+    ///
+    /// # Safety
+    /// No one may write those bytes while the slice is used.
+    pub unsafe fn bytes(&self, offset: usize, len: usize) -> Option<&[u8]> {
+        let end = offset.checked_add(len)?;
+        (end <= self.len).then(|| std::slice::from_raw_parts(self.ptr.add(offset), len))
+    }
+
+    /// The bytes `[offset, offset + len)` to write, if inside the segment.
+    ///
+    /// # Safety
+    /// The caller must be the only one reading or writing those bytes while
+    /// the slice is used.
+    #[allow(clippy::mut_from_ref)]
+    pub unsafe fn bytes_mut(&self, offset: usize, len: usize) -> Option<&mut [u8]> {
+        let end = offset.checked_add(len)?;
+        (end <= self.len).then(|| std::slice::from_raw_parts_mut(self.ptr.add(offset), len))
+    }
+}
+
+impl AsFd for Segment {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        // SAFETY: the mapping was made by `map` and is unmapped once.
+        unsafe { libc::munmap(self.ptr as *mut libc::c_void, self.len) };
+    }
+}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf only reads.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(size).unwrap_or(4096).max(4096)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_mapping_sees_the_first_ones_writes() {
+        let a = Segment::create(10).unwrap();
+        assert!(a.len() >= 4096);
+        let fd = a.as_fd().try_clone_to_owned().unwrap();
+        let b = Segment::map(fd, a.len()).unwrap();
+        unsafe { a.bytes_mut(100, 3).unwrap() }.copy_from_slice(b"abc");
+        assert_eq!(unsafe { b.bytes(100, 3).unwrap() }, b"abc");
+        assert!(unsafe { b.bytes(a.len() - 1, 2) }.is_none());
+    }
+
+    #[test]
+    fn a_length_that_is_not_the_segments_is_refused() {
+        let a = Segment::create(4096).unwrap();
+        let fd = a.as_fd().try_clone_to_owned().unwrap();
+        let err = Segment::map(fd, 8192).unwrap_err();
+        assert!(err.to_string().contains("8192"), "{err}");
+    }
+}
