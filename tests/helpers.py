@@ -3,10 +3,13 @@
 import json
 import os
 import shutil
+import subprocess
+import sys
 import textwrap
 from typing import Any, Dict, Optional
 
 import numpy as np
+import pytest
 import torch
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -124,3 +127,44 @@ def assert_backend_config_error(path, change, expected, platform):
     backend_config.write_text(json.dumps(original))
     with load(path) as model:
         assert model.platform == platform
+
+
+# Variables that would let a subprocess find a framework or another Python.
+FRAMEWORK_ENV = (
+    "LIBTORCH",
+    "NEUROPODS_LIBTORCH_DIR",
+    "NEUROPODS_TENSORFLOW_DIR",
+    "NEUROPODS_PYTHON",
+    "NEUROPODS_BACKEND_DIR",
+    "LD_LIBRARY_PATH",
+    "LD_PRELOAD",
+    "PYTHONPATH",
+    "PYTHONHOME",
+    "PYTHONSTARTUP",
+    "VIRTUAL_ENV",
+)
+
+
+def clean_env(**extra):
+    env = {k: v for k, v in os.environ.items() if k not in FRAMEWORK_ENV}
+    env.update(extra)
+    return env
+
+
+def make_venv(folder, packages):
+    """A plain venv at `folder` (no system site-packages, so no framework
+    is visible) with `packages` pip-installed; returns its python. Skips
+    the test when pip cannot install them (no index, no cache)."""
+    env = clean_env()
+    subprocess.run([sys.executable, "-m", "venv", str(folder)], check=True, env=env, timeout=120)
+    python = str(folder / "bin" / "python")
+    install = subprocess.run(
+        [python, "-m", "pip", "install", "--disable-pip-version-check", "-q", *packages],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    if install.returncode != 0:
+        pytest.skip(f"could not install {packages} into a fresh venv: {install.stderr[-2000:]}")
+    return python

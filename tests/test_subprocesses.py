@@ -14,29 +14,7 @@ import threading
 import numpy as np
 import pytest
 
-from helpers import NEUROPODS_HOME, TORCH_DIR, find_infer_example
-
-# Variables that would let a subprocess find a framework or another Python.
-FRAMEWORK_ENV = (
-    "LIBTORCH",
-    "NEUROPODS_LIBTORCH_DIR",
-    "NEUROPODS_TENSORFLOW_DIR",
-    "NEUROPODS_PYTHON",
-    "NEUROPODS_BACKEND_DIR",
-    "LD_LIBRARY_PATH",
-    "LD_PRELOAD",
-    "PYTHONPATH",
-    "PYTHONHOME",
-    "PYTHONSTARTUP",
-    "VIRTUAL_ENV",
-)
-
-
-def clean_env(**extra):
-    env = {k: v for k, v in os.environ.items() if k not in FRAMEWORK_ENV}
-    env.update(extra)
-    return env
-
+from helpers import NEUROPODS_HOME, TORCH_DIR, clean_env, find_infer_example, make_venv
 
 def run_python(code, python=sys.executable, timeout=120, env=None):
     return subprocess.run(
@@ -85,20 +63,7 @@ def venv_with_wheel(tmp_path_factory, name, numpy_requirement):
     wheel = _wheel()
     if wheel is None:
         pytest.skip("no built wheel in $NEUROPODS_HOME/dist (run scripts/build.sh)")
-    venv = tmp_path_factory.mktemp(name) / "venv"
-    env = clean_env()
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, env=env, timeout=120)
-    python = str(venv / "bin" / "python")
-    install = subprocess.run(
-        [python, "-m", "pip", "install", "--disable-pip-version-check", "-q", numpy_requirement, wheel],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
-    if install.returncode != 0:
-        pytest.skip(f"could not install {numpy_requirement} + the wheel into a fresh venv: {install.stderr[-2000:]}")
-    return python
+    return make_venv(tmp_path_factory.mktemp(name) / "venv", [numpy_requirement, wheel])
 
 
 @pytest.fixture(scope="module")

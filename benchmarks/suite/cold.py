@@ -11,7 +11,7 @@ import sys
 import time
 from typing import Callable, Dict, List
 
-from .harness import Comparison, Settings, interleave, paired, run_child
+from .harness import Comparison, Settings, interleave, paired, repeated, run_child
 
 MODEL_FILES = {"torchscript": "0/data/model.pt", "tensorflow": "0/data/model.pb"}
 
@@ -116,20 +116,13 @@ def run(settings: Settings, work: str) -> List[Comparison]:
     # Warm: the frameworks are loaded; only the model is read again.
     import torch
 
-    def loop(step: Callable[[], object]) -> Callable[[int], None]:
-        def run_n(n: int) -> None:
-            for _ in range(n):
-                step()
-
-        return run_n
-
     warm_sides = {
-        "neuropods load, torchscript": loop(lambda: load_neuropod(os.path.join(work, "torchscript")).close()),
-        "torch.jit.load": loop(lambda: torch.jit.load(os.path.join(work, "torchscript", MODEL_FILES["torchscript"]))),
-        "neuropods load, tensorflow": loop(lambda: load_neuropod(os.path.join(work, "tensorflow")).close()),
-        "tf graph + Session": loop(
+        "neuropods load, torchscript": repeated(lambda: load_neuropod(os.path.join(work, "torchscript")).close()),
+        "torch.jit.load": repeated(lambda: torch.jit.load(os.path.join(work, "torchscript", MODEL_FILES["torchscript"]))),
+        "neuropods load, tensorflow": repeated(lambda: load_neuropod(os.path.join(work, "tensorflow")).close()),
+        "tf graph + Session": repeated(
             lambda: tf_graph_session(os.path.join(work, "tensorflow", MODEL_FILES["tensorflow"])).close()),
-        "tf.saved_model.load": loop(lambda: tf.saved_model.load(os.path.join(work, "saved_mlp"))),
+        "tf.saved_model.load": repeated(lambda: tf.saved_model.load(os.path.join(work, "saved_mlp"))),
     }
     warm = interleave(warm_sides, settings.rounds, settings.scaled(20))
     warm_ms = {name: [us / 1e3 for us in per_call] for name, per_call in warm.items()}

@@ -65,6 +65,22 @@ def interleave(sides: Dict[str, Callable[[int], None]], rounds: int, calls: int)
     return samples
 
 
+def repeated(step: Callable[[], object]) -> Callable[[int], None]:
+    """A side for `interleave` that calls `step` n times."""
+
+    def run_n(n: int) -> None:
+        for _ in range(n):
+            step()
+
+    return run_n
+
+
+def difference(samples: Dict[str, List[float]], ours: str, theirs: str) -> Dict[str, float]:
+    """Summary of what `ours` adds to `theirs`, taken round by round (as
+    the ratio is): the cost of a layer over what it wraps."""
+    return summary([a - b for a, b in zip(samples[ours], samples[theirs])])
+
+
 @dataclasses.dataclass
 class Comparison:
     """One row of the report: Neuropods against one alternative.

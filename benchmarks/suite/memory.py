@@ -32,12 +32,20 @@ SIDES = {
 ALIGNMENTS = {"torchscript": ["numpy"], "tensorflow": ["numpy", "64-byte"], "python": ["numpy"]}
 
 
-def rss_field(name: str) -> int:
-    with open("/proc/self/status") as f:
+def rss_field(name: str, pid: str = "self") -> int:
+    """A size (VmRSS, VmHWM, ...) of a process, this one by default, in bytes."""
+    with open(f"/proc/{pid}/status") as f:
         for line in f:
             if line.startswith(name + ":"):
                 return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no {name} in /proc/self/status")
+    raise RuntimeError(f"no {name} in /proc/{pid}/status")
+
+
+def reset_peak_rss(pid: str = "self") -> None:
+    """Sets a process's peak RSS (VmHWM) to its current RSS, so that the
+    next peak read is that of what runs in between."""
+    with open(f"/proc/{pid}/clear_refs", "w") as f:
+        f.write("5")
 
 
 def package(platform: str, work: str) -> str:
@@ -69,15 +77,10 @@ def package(platform: str, work: str) -> str:
         create_tensorflow_neuropod(neuropod_path=path, model_name="double", graph_def=graph.as_graph_def(),
                                    node_name_mapping={"x": "x:0", "out": "out:0"}, **spec)
     else:
-        from neuropods.packagers import create_python_neuropod
+        from .python_platform import package_python
 
-        source = os.path.join(work, "double_src")
-        os.makedirs(os.path.join(source, "bench_double"), exist_ok=True)
-        with open(os.path.join(source, "bench_double", "__init__.py"), "w") as f:
-            f.write("def get_model(data_root):\n    return lambda x: {'out': x * 2}\n")
-        create_python_neuropod(path, "double", data_paths=[],
-                               code_path_spec=[{"python_root": source, "dirs_to_package": ["bench_double"]}],
-                               entrypoint_package="bench_double", entrypoint="get_model", **spec)
+        package_python(path, os.path.join(work, "double_src"), "bench_double",
+                       "def get_model(data_root):\n    return lambda x: {'out': x * 2}\n", **spec)
     return path
 
 
@@ -137,8 +140,7 @@ def child(platform: str, side: str, alignment: str, input_bytes: int, work: str,
     call(np.ones(1024, dtype=np.float32))  # warm-up: load kernels, pools
     x = full_array(input_bytes // 4, 1.5, aligned_64=alignment == "64-byte")
     before = rss_field("VmRSS")
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # peak RSS := current RSS
+    reset_peak_rss()
     result = call(x)
     peak = rss_field("VmHWM")
     assert result.shape == x.shape and result[0] == 3.0 and result[-1] == 3.0
