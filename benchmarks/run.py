@@ -20,7 +20,7 @@ sys.path.insert(0, HERE)
 from suite import report  # noqa: E402
 from suite.harness import run_child  # noqa: E402
 
-GROUPS = ["torchscript", "tensorflow", "python_platform", "serialization", "memory", "threads", "cold"]
+GROUPS = ["torchscript", "tensorflow", "python_platform", "serialization", "memory", "threads", "cold", "ope"]
 
 
 def main() -> None:
@@ -49,8 +49,9 @@ def main() -> None:
                 group_rows = json.load(f)
             for row in group_rows:
                 ratio = "" if row["ratio"] is None else f" ratio {row['ratio']['median']:.3f}"
+                extra = "".join(f"; {key} {value:.3g}" for key, value in row["extra"].items())
                 print(f"  {row['title']}: {row['neuropods_label']} {row['neuropods']['median']:.3g}"
-                      f" vs {row['other_label']} {row['other']['median']:.3g} {row['unit']}{ratio}")
+                      f" vs {row['other_label']} {row['other']['median']:.3g} {row['unit']}{ratio}{extra}")
             rows += group_rows
     meta = {
         "quick": args.quick,

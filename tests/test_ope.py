@@ -472,3 +472,33 @@ def test_models_with_conflicting_requirements_run_side_by_side_in_their_venvs(tm
     for options in ({}, {"use_ope": True}):
         with pytest.raises(errors.RequirementsError, match="six"):
             load_neuropod(paths[versions[0]], **options)
+
+
+def test_a_forked_child_gets_a_worker_of_its_own(ts_addition):
+    with load_neuropod(ts_addition, use_ope=True) as model:
+        parents = model.worker_pid
+        inputs = add_inputs()
+        model.infer(inputs)
+        read, write = os.pipe()
+        child = os.fork()
+        if child == 0:
+            # The inherited model must not talk to (or kill) the parent's
+            # worker: the child's first call starts its own.
+            status = 1
+            try:
+                out = model.infer(inputs)["out"]
+                ok = np.array_equal(out, inputs["x"] + inputs["y"]) and model.worker_pid not in (None, parents)
+                os.write(write, str(model.worker_pid).encode())
+                model.close()
+                status = 0 if ok else 1
+            finally:
+                os._exit(status)
+        os.close(write)
+        _, status = os.waitpid(child, 0)
+        childs = int(os.read(read, 100) or 0)
+        os.close(read)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert childs not in (0, parents) and process_gone(childs)
+        # The parent's worker is untouched.
+        assert model.worker_pid == parents
+        np.testing.assert_array_equal(model.infer(inputs)["out"], inputs["x"] + inputs["y"])

@@ -65,9 +65,8 @@ def gigabytes_per_second(moved_bytes: int, samples_us: List[float]) -> float:
     return summary([moved_bytes / (us * 1e-6) / 1e9 for us in samples_us])["median"]
 
 
-def tiny_round_trip(settings: Settings, work: str) -> Comparison:
+def tiny_round_trip(settings: Settings, path: str) -> Comparison:
     """Case 10: a 4-element add, where the call is almost all overhead."""
-    path = package_addition(work)
     x = np.arange(4, dtype=np.float32)
     inputs = {"x": x, "y": x}
     with load_neuropod(path, use_ope=True, intra_op_threads=1) as ope, \
@@ -134,10 +133,9 @@ def large_tensors(settings: Settings, work: str) -> List[Comparison]:
     return results
 
 
-def load_and_close(settings: Settings, work: str) -> Comparison:
+def load_and_close(settings: Settings, path: str) -> Comparison:
     """Case 13: a fresh model per sample; for OPE that is a worker started
     (libtorch loaded in it) and stopped."""
-    path = os.path.join(work, "ts_addition")
     samples = interleave({OPE: repeated(lambda: load_neuropod(path, use_ope=True).close()),
                           IN_PROCESS: repeated(lambda: load_neuropod(path).close())},
                          settings.rounds, settings.scaled(3))
@@ -166,10 +164,10 @@ def child(side: str, input_bytes: int, work: str, out: str) -> None:
     assert result.max() == 3.0  # reads all of the output, as a caller would
     growth = {who: rss_field("VmHWM", pid) - before[who] for who, pid in processes.items()}
     assert result.shape == x.shape and result[0] == 3.0
-    model.close()
     with open(out, "w") as f:
         json.dump({"extra_bytes": sum(growth.values()) - result.nbytes,
                    "caller_bytes": growth["caller"] - result.nbytes, "worker_bytes": growth.get("worker", 0)}, f)
+    model.close()
 
 
 def peak_memory(settings: Settings, work: str) -> List[Comparison]:
@@ -201,8 +199,9 @@ def peak_memory(settings: Settings, work: str) -> List[Comparison]:
 
 
 def run(settings: Settings, work: str) -> List[Comparison]:
-    return [tiny_round_trip(settings, work), many_small_inputs(settings, work), *large_tensors(settings, work),
-            load_and_close(settings, work), *peak_memory(settings, work)]
+    addition = package_addition(work)
+    return [tiny_round_trip(settings, addition), many_small_inputs(settings, work), *large_tensors(settings, work),
+            load_and_close(settings, addition), *peak_memory(settings, work)]
 
 
 if __name__ == "__main__":

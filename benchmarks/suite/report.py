@@ -19,6 +19,11 @@ THREAD_SETTINGS = {
     "7": "framework defaults",
     "8": "1 intra-op thread per call on both sides",
     "9": "framework defaults",
+    "10": "torch and Neuropods (in the worker too): 1 intra-op thread",
+    "11": "not applicable (no framework)",
+    "12": "torch and Neuropods (in the worker too): 1 intra-op thread",
+    "13": "framework defaults",
+    "14": "framework defaults",
 }
 
 CASE_TITLES = {
@@ -31,6 +36,11 @@ CASE_TITLES = {
     "7": "Memory",
     "8": "Threads",
     "9": "Cold costs",
+    "10": "Out-of-process execution: tiny model",
+    "11": "Out-of-process execution: 100 small inputs",
+    "12": "Out-of-process execution: 64 MB in and out",
+    "13": "Out-of-process execution: load",
+    "14": "Out-of-process execution: memory",
 }
 
 

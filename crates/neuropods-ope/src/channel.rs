@@ -137,7 +137,10 @@ impl Channel {
                 if start.elapsed() >= spin {
                     break;
                 }
-                std::hint::spin_loop();
+                // On a busy machine the other side may need this very core
+                // to answer: let it run.
+                // SAFETY: no arguments.
+                unsafe { libc::sched_yield() };
             }
         }
         if !self.wait_readable(timeout)? {

@@ -154,6 +154,9 @@ impl StderrTail {
 /// A running (or ended) worker process.
 pub struct WorkerProcess {
     child: Child,
+    /// The process that started it: the only one that may signal or reap
+    /// it (a fork of the caller inherits this handle, not the child).
+    spawner: u32,
     heartbeat: Segment,
     last_count: u64,
     last_change: Instant,
@@ -199,6 +202,7 @@ impl WorkerProcess {
         }
         Ok(WorkerProcess {
             child,
+            spawner: std::process::id(),
             heartbeat,
             last_count: 0,
             last_change: Instant::now(),
@@ -222,8 +226,19 @@ impl WorkerProcess {
         self.last_change.elapsed()
     }
 
+    /// Whether this process started the worker (false in a fork of it).
+    pub fn is_ours(&self) -> bool {
+        self.spawner == std::process::id()
+    }
+
     /// The report, if the process has ended (reaps it).
     pub fn try_ended(&mut self) -> Option<ExitReport> {
+        if !self.is_ours() {
+            return Some(ExitReport {
+                status: format!("belongs to process {}", self.spawner),
+                stderr_tail: String::new(),
+            });
+        }
         if self.ended.is_none() {
             if let Ok(Some(status)) = self.child.try_wait() {
                 self.ended = Some(self.report(status));
@@ -277,6 +292,7 @@ impl WorkerProcess {
 impl Drop for WorkerProcess {
     fn drop(&mut self) {
         // The owner closed the channel first: a worker exits within a beat.
+        // (In a fork of the owner, `end` leaves the owner's worker alone.)
         self.end(BEAT_INTERVAL * 10);
     }
 }

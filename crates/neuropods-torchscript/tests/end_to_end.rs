@@ -98,4 +98,23 @@ fn mlp_made_by_torch_runs_from_rust_like_in_torch() {
         err.contains("input 'x': dim 1 expected size 3, got 4"),
         "{err}"
     );
+
+    // The same model in a worker process (the neuropods-worker cargo built
+    // beside this test): the same outputs, the same errors.
+    let options = LoadOptions {
+        use_ope: true,
+        ..LoadOptions::default()
+    };
+    let remote = Neuropod::load(dir.path().join("mlp"), &options).unwrap();
+    let worker = remote.worker_pid().expect("a worker process");
+    assert_ne!(worker, std::process::id());
+    let remote_outputs = remote.infer(&inputs).unwrap();
+    assert_eq!(
+        remote_outputs["y"].as_slice::<f32>().unwrap(),
+        y.as_slice::<f32>().unwrap()
+    );
+    assert_eq!(remote.infer(&bad).unwrap_err().to_string(), err);
+    drop(remote);
+    // Outputs are views of shared memory that outlive the model.
+    assert_eq!(remote_outputs["y"].shape(), &[2, 2]);
 }

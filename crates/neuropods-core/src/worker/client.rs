@@ -89,6 +89,11 @@ impl WorkerModel {
     /// Runs the model in the worker (the caller checks the spec).
     pub fn infer(&self, inputs: &TensorMap) -> Result<TensorMap> {
         let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        if live.as_ref().is_some_and(|l| !l.process.is_ours()) {
+            // A fork of the caller: the worker is the parent's. Let go of
+            // this copy of its channel and memory, and start our own.
+            *live = None;
+        }
         if live.is_none() {
             // The last worker was lost: a new one, the model loaded again.
             *live = Some(Live::start(&self.setup)?.0);
@@ -117,13 +122,16 @@ impl WorkerModel {
     /// The worker's process id (None between a lost worker and the next call).
     pub fn worker_pid(&self) -> Option<u32> {
         let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
-        live.as_ref().map(|l| l.process.pid())
+        live.as_ref()
+            .filter(|l| l.process.is_ours())
+            .map(|l| l.process.pid())
     }
 }
 
 /// Where the worker executable is: `NEUROPODS_WORKER`, else beside the
-/// backend libraries (the same folders, in the same order).
-pub fn worker_program() -> Result<PathBuf> {
+/// backend libraries (the same folders, in the same order). The error says
+/// where it looked.
+pub fn worker_program() -> std::result::Result<PathBuf, String> {
     if let Some(path) = std::env::var_os("NEUROPODS_WORKER") {
         return Ok(PathBuf::from(path));
     }
@@ -131,22 +139,25 @@ pub fn worker_program() -> Result<PathBuf> {
     dirs.iter()
         .map(|d| d.join(WORKER_PROGRAM))
         .find(|p| p.is_file())
-        .ok_or_else(|| Error::Worker {
-            model: String::new(),
-            detail: format!(
+        .ok_or_else(|| {
+            format!(
                 "cannot start a worker: no {WORKER_PROGRAM} in {} (set NEUROPODS_WORKER to its path)",
                 dirs.iter()
                     .map(|d| d.display().to_string())
                     .collect::<Vec<_>>()
                     .join(", ")
-            ),
+            )
         })
 }
 
 /// The worker's command: its environment says which Python runs python
 /// models, which backends to use (the caller's), and which GPU it sees.
 fn worker_command(setup: &WorkerSetup) -> Result<Command> {
-    let mut command = Command::new(worker_program()?);
+    let program = worker_program().map_err(|detail| Error::Worker {
+        model: setup.model_name.clone(),
+        detail,
+    })?;
+    let mut command = Command::new(program);
     if let Some(python) = &setup.python {
         command.env("NEUROPODS_PYTHON", python);
     }
