@@ -39,6 +39,25 @@ def load(path, **options):
     return load_neuropod(path, **options)
 
 
+def package_tf_addition(path, input_spec=ADD_INPUT_SPEC, output_spec=ADD_OUTPUT_SPEC, model_name="tf_addition") -> str:
+    """A frozen TF graph computing out = x + y, packaged at `path`."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    from neuropods.packagers import create_tensorflow_neuropod
+
+    graph = tf.Graph()
+    with graph.as_default():
+        x = tf.compat.v1.placeholder(tf.float32, [None], name="x")
+        y = tf.compat.v1.placeholder(tf.float32, [None], name="y")
+        tf.add(x, y, name="out")
+    create_tensorflow_neuropod(
+        neuropod_path=path, model_name=model_name, input_spec=input_spec, output_spec=output_spec,
+        node_name_mapping={"x": "x:0", "y": "y:0", "out": "out:0"}, graph_def=graph.as_graph_def(),
+    )
+    return str(path)
+
+
 def copy_package(src: str, dst: str) -> str:
     if os.path.isdir(src):
         shutil.copytree(src, dst)

@@ -8,11 +8,10 @@ import time
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 import neuropods_native
-from helpers import load
-from neuropods.packagers import create_python_neuropod, create_tensorflow_neuropod
+from helpers import load, package_tf_addition
+from neuropods.packagers import create_python_neuropod
 
 THREADS = 8
 CALLS = 150
@@ -22,17 +21,7 @@ SPEC_OUT = [{"name": "out", "dtype": "float32", "shape": ("n",)}]
 
 @pytest.fixture(scope="module")
 def tensorflow_addition(tmp_path_factory):
-    graph = tf.Graph()
-    with graph.as_default():
-        x = tf.compat.v1.placeholder(tf.float32, [None], name="x")
-        y = tf.compat.v1.placeholder(tf.float32, [None], name="y")
-        tf.add(x, y, name="out")
-    path = tmp_path_factory.mktemp("tf") / "addition"
-    create_tensorflow_neuropod(
-        neuropod_path=path, model_name="addition", input_spec=SPEC_IN, output_spec=SPEC_OUT,
-        node_name_mapping={"x": "x:0", "y": "y:0", "out": "out:0"}, graph_def=graph.as_graph_def(),
-    )
-    return str(path)
+    return package_tf_addition(tmp_path_factory.mktemp("tf") / "addition", SPEC_IN, SPEC_OUT, "addition")
 
 
 @pytest.fixture(scope="module")

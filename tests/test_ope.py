@@ -21,7 +21,7 @@ import models_for_tests as M
 from neuropods.loader import load_neuropod
 from neuropods.packagers import create_python_neuropod
 from neuropods_native import errors
-from helpers import ADD_INPUT_SPEC, ADD_OUTPUT_SPEC, STRING_KIND, make_venv, spec, write_tree
+from helpers import ADD_INPUT_SPEC, ADD_OUTPUT_SPEC, STRING_KIND, make_venv, package_tf_addition, spec, write_tree
 
 X_SPEC = [spec("x", "float32", (None,))]
 OUT_SPEC = [spec("out", "float32", (None,))]
@@ -65,23 +65,7 @@ def ts_addition(make_package):
 
 @pytest.fixture(scope="module")
 def tf_addition(tmp_path_factory):
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
-
-    from neuropods.packagers import create_tensorflow_neuropod
-
-    graph = tf.Graph()
-    with graph.as_default():
-        x = tf.compat.v1.placeholder(tf.float32, [None], name="x")
-        y = tf.compat.v1.placeholder(tf.float32, [None], name="y")
-        tf.add(x, y, name="out")
-    path = tmp_path_factory.mktemp("ope_tf") / "addition"
-    create_tensorflow_neuropod(
-        neuropod_path=path, model_name="tf_addition",
-        input_spec=ADD_INPUT_SPEC, output_spec=ADD_OUTPUT_SPEC,
-        node_name_mapping={"x": "x:0", "y": "y:0", "out": "out:0"}, graph_def=graph.as_graph_def(),
-    )
-    return str(path)
+    return package_tf_addition(tmp_path_factory.mktemp("ope_tf") / "addition")
 
 
 @pytest.fixture(scope="module")

@@ -172,18 +172,6 @@ impl Arena {
         self.trim();
     }
 
-    /// The other side is gone (a new worker): nothing is lent, nothing is
-    /// shared any more.
-    pub fn peer_restarted(&mut self) {
-        for pooled in &mut self.pooled {
-            pooled.loans = 0;
-            pooled.cursor = 0;
-            pooled.shared = false;
-        }
-        self.forgotten.clear();
-        self.trim();
-    }
-
     /// Ids of pooled segments dropped since the last call, which the other
     /// side should unmap.
     pub fn take_forgotten(&mut self) -> Vec<SegmentId> {

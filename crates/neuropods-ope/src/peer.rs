@@ -100,14 +100,6 @@ impl PeerSegments {
     pub fn take_given_back(&self) -> Vec<SegmentId> {
         std::mem::take(&mut *self.given_back.lock().unwrap_or_else(|p| p.into_inner()))
     }
-
-    /// The other side is gone: forget its segments. Leases still held (a
-    /// user's outputs) keep their mappings but give nothing back: the
-    /// queue they report to is replaced.
-    pub fn clear(&mut self) {
-        self.mapped.clear();
-        self.given_back = GivenBack::default();
-    }
 }
 
 #[cfg(test)]
@@ -134,16 +126,15 @@ mod tests {
     }
 
     #[test]
-    fn leases_outlive_a_cleared_peer_and_report_nothing() {
+    fn a_lease_keeps_its_mapping_after_the_segment_is_forgotten() {
         let owner = Segment::create(4096).unwrap();
         let mut peer = PeerSegments::default();
         let fd = owner.as_fd().try_clone_to_owned().unwrap();
         let arrived = peer.insert(1, fd, owner.len(), false).unwrap();
         let lease = peer.lease(1, Some(arrived), false).unwrap();
-        peer.clear();
+        peer.forget(1);
+        drop(peer);
         unsafe { owner.bytes_mut(0, 1).unwrap()[0] = 9 };
         assert_eq!(unsafe { lease.segment().bytes(0, 1).unwrap() }, [9]);
-        drop(lease);
-        assert!(peer.take_given_back().is_empty());
     }
 }
