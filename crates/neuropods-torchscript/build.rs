@@ -1,4 +1,4 @@
-// Compiles the small C++ part of the backend (cpp/forward.cpp, cpp/libtorch_info.cpp) against the
+// Compiles the small C++ part of the backend (cpp/*.cpp) against the
 // libtorch that torch-sys found, and gives the shared library an rpath into
 // an installed wheel's site-packages/torch/lib.
 use std::path::PathBuf;
@@ -6,6 +6,7 @@ use std::path::PathBuf;
 fn main() {
     println!("cargo:rerun-if-changed=cpp/forward.cpp");
     println!("cargo:rerun-if-changed=cpp/libtorch_info.cpp");
+    println!("cargo:rerun-if-changed=cpp/shared_allocator.cpp");
     let lib = PathBuf::from(
         std::env::var("DEP_TCH_LIBTORCH_LIB").expect("torch-sys reports DEP_TCH_LIBTORCH_LIB"),
     );
@@ -23,6 +24,7 @@ fn main() {
         .define("_GLIBCXX_USE_CXX11_ABI", "1")
         .file("cpp/forward.cpp")
         .file("cpp/libtorch_info.cpp")
+        .file("cpp/shared_allocator.cpp")
         .compile("neuropods_torchscript_forward");
     // Installed as site-packages/neuropods_native/backends/<this library>,
     // libtorch is at site-packages/torch/lib.

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::backend::abi::SharedAllocatorRef;
 use crate::backend::{registry, BackendModel, BackendOptions};
 use crate::config::{ModelConfig, Platform};
 use crate::error::{Error, Result};
@@ -51,6 +52,16 @@ pub struct Neuropod {
 impl Neuropod {
     /// Loads a package (a directory or a zip) into its platform's backend.
     pub fn load(path: impl AsRef<Path>, options: &LoadOptions) -> Result<Neuropod> {
+        Neuropod::load_with(path, options, SharedAllocatorRef::NONE)
+    }
+
+    /// [`Neuropod::load`], giving an in-process backend shared memory for
+    /// its large allocations (an out-of-process worker does).
+    pub(crate) fn load_with(
+        path: impl AsRef<Path>,
+        options: &LoadOptions,
+        shared_allocator: SharedAllocatorRef,
+    ) -> Result<Neuropod> {
         options.backend.validate()?;
         let package = Package::open(path)?;
         if options.verify_manifest {
@@ -76,6 +87,7 @@ impl Neuropod {
                 package.config(),
                 backend_config.as_deref(),
                 &options.backend,
+                shared_allocator,
             )?;
             (Runner::InProcess(model), warnings)
         };

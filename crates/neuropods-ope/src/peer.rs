@@ -23,9 +23,9 @@ type GivenBack = Arc<Mutex<Vec<SegmentId>>>;
 pub struct Lease {
     id: SegmentId,
     segment: Arc<Segment>,
-    /// None for single-use segments: nothing to give back, the owner has
-    /// already let go of them.
-    given_back: Option<GivenBack>,
+    /// Where its id goes when it ends (single-use segments too: the owner
+    /// may hold something for it, e.g. the framework tensor it is).
+    given_back: GivenBack,
 }
 
 impl Lease {
@@ -42,12 +42,10 @@ impl Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        if let Some(queue) = &self.given_back {
-            queue
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(self.id);
-        }
+        self.given_back
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(self.id);
     }
 }
 
@@ -77,17 +75,12 @@ impl PeerSegments {
 
     /// A new lease on a segment: `segment` when it came with this message,
     /// else the one mapped earlier (None if the id is unknown).
-    pub fn lease(
-        &self,
-        id: SegmentId,
-        arrived: Option<Arc<Segment>>,
-        single_use: bool,
-    ) -> Option<Arc<Lease>> {
+    pub fn lease(&self, id: SegmentId, arrived: Option<Arc<Segment>>) -> Option<Arc<Lease>> {
         let segment = arrived.or_else(|| self.mapped.get(&id).cloned())?;
         Some(Arc::new(Lease {
             id,
             segment,
-            given_back: (!single_use).then(|| self.given_back.clone()),
+            given_back: self.given_back.clone(),
         }))
     }
 
@@ -114,15 +107,15 @@ mod tests {
         let mut peer = PeerSegments::default();
         let fd = owner.as_fd().try_clone_to_owned().unwrap();
         let arrived = peer.insert(7, fd, owner.len(), false).unwrap();
-        let first = peer.lease(7, Some(arrived), false).unwrap();
-        let second = peer.lease(7, None, false).unwrap();
+        let first = peer.lease(7, Some(arrived)).unwrap();
+        let second = peer.lease(7, None).unwrap();
         let clone = first.clone();
         drop(first);
         assert!(peer.take_given_back().is_empty());
         drop(clone);
         drop(second);
         assert_eq!(peer.take_given_back(), vec![7, 7]);
-        assert!(peer.lease(8, None, false).is_none());
+        assert!(peer.lease(8, None).is_none());
     }
 
     #[test]
@@ -131,7 +124,7 @@ mod tests {
         let mut peer = PeerSegments::default();
         let fd = owner.as_fd().try_clone_to_owned().unwrap();
         let arrived = peer.insert(1, fd, owner.len(), false).unwrap();
-        let lease = peer.lease(1, Some(arrived), false).unwrap();
+        let lease = peer.lease(1, Some(arrived)).unwrap();
         peer.forget(1);
         drop(peer);
         unsafe { owner.bytes_mut(0, 1).unwrap()[0] = 9 };

@@ -10,6 +10,7 @@ mod custom_ops;
 mod forward;
 mod libtorch;
 mod model_file;
+mod shared_allocator;
 
 use std::cell::Cell;
 use std::ffi::{c_void, CStr};
@@ -176,6 +177,9 @@ impl Backend for TorchScriptBackend {
             .platform_version_semver
             .check("torchscript", "libtorch", release)?;
         apply_threads(ctx);
+        if let Some(shared) = &ctx.shared_allocator {
+            shared_allocator::install(shared);
+        }
         let gpus = cuda_device_count(ctx);
         let (device, warning) = model_device(ctx.options.visible_gpu, gpus)?;
         if let Some(warning) = warning {

@@ -14,7 +14,7 @@
 use std::ffi::c_void;
 
 /// Version of this ABI; a library built against another version is refused.
-pub const ABI_VERSION: u32 = 2;
+pub const ABI_VERSION: u32 = 3;
 
 /// Name of the symbol every backend library exports.
 pub const ENTRY_POINT: &str = "neuropods_backend_entry";
@@ -249,6 +249,41 @@ pub struct BackendOptionsRef {
     pub inter_op_threads: i64,
 }
 
+/// Shared memory a backend may put its large CPU allocations in: given to
+/// the backends in the worker of an out-of-process model, so that an output
+/// the framework allocates there reaches the caller without a copy.
+/// In-process, `allocate` is None and backends allocate as they always do.
+/// A backend that can route its framework's allocations (libtorch's CPU
+/// allocator) sends those of at least `min_bytes` here; `allocate` returns
+/// null when it cannot, and the backend then allocates as usual. Every
+/// pointer `allocate` returned goes back through `release`, once.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SharedAllocatorRef {
+    /// Passed back to both functions.
+    pub ctx: *mut c_void,
+    /// Zero-filled, page-aligned memory of `len` bytes, or null.
+    pub allocate: Option<unsafe extern "C" fn(ctx: *mut c_void, len: usize) -> *mut u8>,
+    /// Frees what `allocate` returned.
+    pub release: Option<unsafe extern "C" fn(ctx: *mut c_void, ptr: *mut u8)>,
+    /// Smaller allocations stay with the framework's own allocator.
+    pub min_bytes: usize,
+}
+
+// SAFETY: the functions may be called from any thread (the ABI's contract).
+unsafe impl Send for SharedAllocatorRef {}
+unsafe impl Sync for SharedAllocatorRef {}
+
+impl SharedAllocatorRef {
+    /// None: allocate as usual.
+    pub const NONE: SharedAllocatorRef = SharedAllocatorRef {
+        ctx: std::ptr::null_mut(),
+        allocate: None,
+        release: None,
+        min_bytes: usize::MAX,
+    };
+}
+
 /// What the core tells a backend when loading a model. Everything is
 /// borrowed for the duration of the `load` call.
 #[repr(C)]
@@ -262,6 +297,8 @@ pub struct LoadRequest {
     pub backend_config_json: StrRef,
     /// Device and thread settings.
     pub options: BackendOptionsRef,
+    /// Where large allocations may go (out-of-process workers only).
+    pub shared_allocator: SharedAllocatorRef,
 }
 
 /// The functions a backend library provides.

@@ -12,7 +12,7 @@ pub mod registry;
 use std::ffi::c_void;
 use std::path::Path;
 
-use abi::{BackendVTable, ErrorKind, LoadRequest, OwnedTensor, Sink, StrRef};
+use abi::{BackendVTable, ErrorKind, LoadRequest, OwnedTensor, SharedAllocatorRef, Sink, StrRef};
 use convert::{export_tensor, import_tensor, take_ownership};
 use load_request::ConfigParts;
 
@@ -170,7 +170,9 @@ unsafe impl Send for BackendModel {}
 unsafe impl Sync for BackendModel {}
 
 impl BackendModel {
-    /// Loads a model through a backend; returns it with the backend's warnings.
+    /// Loads a model through a backend; returns it with the backend's
+    /// warnings. `shared_allocator` is [`SharedAllocatorRef::NONE`] except
+    /// in an out-of-process worker.
     pub fn load(
         vtable: &'static BackendVTable,
         platform: Platform,
@@ -178,6 +180,7 @@ impl BackendModel {
         config: &ModelConfig,
         backend_config_json: Option<&str>,
         options: &BackendOptions,
+        shared_allocator: SharedAllocatorRef,
     ) -> Result<(BackendModel, Vec<String>)> {
         let root = package_root.to_string_lossy();
         let config_parts = ConfigParts::new(config);
@@ -192,6 +195,7 @@ impl BackendModel {
                 StrRef::new,
             ),
             options: options.into(),
+            shared_allocator,
         };
         let mut collected = Collected::default();
         let sink = collected.sink();

@@ -7,7 +7,10 @@ use std::ffi::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 
-use super::abi::{BackendVTable, ErrorKind, LoadRequest, OwnedTensor, Sink, StrRef, ABI_VERSION};
+use super::abi::{
+    BackendVTable, ErrorKind, LoadRequest, OwnedTensor, SharedAllocatorRef, Sink, StrRef,
+    ABI_VERSION,
+};
 use super::convert::{export_tensor, import_tensor, take_ownership};
 use super::load_request::read_config;
 use super::BackendOptions;
@@ -45,6 +48,9 @@ pub struct LoadContext {
     pub backend_config: Option<String>,
     /// Device and thread settings.
     pub options: BackendOptions,
+    /// Shared memory for large allocations, in an out-of-process worker
+    /// (see [`SharedAllocatorRef`]); None in-process.
+    pub shared_allocator: Option<SharedAllocatorRef>,
     warnings: RefCell<Vec<String>>,
 }
 
@@ -61,6 +67,7 @@ impl LoadContext {
             config,
             backend_config,
             options,
+            shared_allocator: None,
             warnings: RefCell::new(Vec::new()),
         }
     }
@@ -148,12 +155,16 @@ unsafe fn load_request(request: &LoadRequest) -> Result<LoadContext> {
     let text = |s: &StrRef| String::from_utf8_lossy(s.as_bytes()).into_owned();
     let backend_config =
         (!request.backend_config_json.ptr.is_null()).then(|| text(&request.backend_config_json));
-    Ok(LoadContext::new(
+    let mut ctx = LoadContext::new(
         PathBuf::from(text(&request.package_root)),
         read_config(&request.config)?,
         backend_config,
         BackendOptions::try_from(&request.options)?,
-    ))
+    );
+    let shared = request.shared_allocator;
+    ctx.shared_allocator =
+        (shared.allocate.is_some() && shared.release.is_some()).then_some(shared);
+    Ok(ctx)
 }
 
 /// `load` of the vtable for backend `B`.

@@ -18,7 +18,7 @@ use neuropods_ope::arena::SegmentId;
 use neuropods_ope::{Arena, Channel, PeerSegments, Received, WorkerProcess};
 
 use super::shared::{Allocation, UserSegments};
-use super::transfer::{map_arrived, place, take};
+use super::transfer::{map_arrived, place, take, InPlace};
 use super::wire::{self, Header, LoadMessage, Reader, Writer};
 use crate::backend::{registry, BackendOptions};
 use crate::error::{Error, Result};
@@ -251,8 +251,11 @@ impl Live {
         user: &UserSegments,
         inputs: &TensorMap,
     ) -> std::result::Result<TensorMap, Failure> {
-        let placed = place(&mut self.arena, inputs, Some((user, &mut self.user_shared)))
-            .map_err(Failure::Model)?;
+        let in_place = InPlace {
+            segments: user,
+            peer_keeps: Some(&mut self.user_shared),
+        };
+        let placed = place(&mut self.arena, inputs, Some(in_place)).map_err(Failure::Model)?;
         let mut forgotten = self.arena.take_forgotten();
         for id in user.take_dropped() {
             if let Some(i) = self.user_shared.iter().position(|&s| s == id) {

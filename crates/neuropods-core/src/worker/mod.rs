@@ -5,8 +5,10 @@
 //! The mechanism (segments, channel, processes, heartbeat) is the
 //! `neuropods_ope` crate; this module is what crosses it: [`wire`] (the
 //! messages), [`transfer`] (tensors into and out of shared memory),
-//! [`client`] (the caller's side), [`serve`] (the worker's loop) and
-//! [`shared`] (arrays a caller allocates in shared memory).
+//! [`client`] (the caller's side), [`serve`] (the worker's loop),
+//! [`shared`] (arrays a caller allocates in shared memory) and [`heap`]
+//! (the worker's: where a framework's large outputs are allocated, to be
+//! sent without a copy).
 //!
 //! Spec checks stay in the caller, before anything is sent and after the
 //! outputs arrive; the worker runs the backend and nothing else. Errors
@@ -14,6 +16,7 @@
 //! as in-process.
 
 pub mod client;
+pub mod heap;
 pub mod serve;
 pub mod shared;
 pub mod transfer;

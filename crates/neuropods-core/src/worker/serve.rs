@@ -11,11 +11,13 @@ use neuropods_ope::arena::SegmentId;
 use neuropods_ope::process::{start_heartbeat, CHANNEL_FD};
 use neuropods_ope::{Arena, Channel, PeerSegments, Received};
 
-use super::transfer::{map_arrived, place, take};
+use super::heap::SharedHeap;
+use super::transfer::{map_arrived, place, take, InPlace, Placed};
 use super::wire::{self, Header, Reader, Writer};
 use crate::backend::BackendOptions;
 use crate::error::Error;
 use crate::model::{LoadOptions, Neuropod};
+use crate::tensor::{Tensor, TensorMap};
 
 /// The worker's segment ids have the top bit set.
 const WORKER_SIDE: SegmentId = 1 << 63;
@@ -24,6 +26,10 @@ struct Worker {
     model: Option<Neuropod>,
     arena: Arena,
     peer: PeerSegments,
+    heap: &'static SharedHeap,
+    /// Outputs sent where the framework allocated them (the heap), kept
+    /// until the caller gives back that message's loan of their segment.
+    lent_outputs: Vec<(SegmentId, Vec<Tensor>)>,
 }
 
 /// Runs the worker on the descriptors its caller set up; returns the exit
@@ -46,6 +52,8 @@ pub fn serve() -> i32 {
         model: None,
         arena: Arena::new(WORKER_SIDE),
         peer: PeerSegments::default(),
+        heap: SharedHeap::get(),
+        lent_outputs: Vec::new(),
     };
     let mut buf = Vec::new();
     let spin = neuropods_ope::process::spin_time();
@@ -79,6 +87,9 @@ impl Worker {
         };
         for &id in &header.given_back {
             self.arena.given_back(id);
+            if let Some(i) = self.lent_outputs.iter().position(|(lent, _)| *lent == id) {
+                self.lent_outputs.swap_remove(i);
+            }
         }
         for &id in &header.forgotten {
             self.peer.forget(id);
@@ -98,7 +109,8 @@ impl Worker {
                         },
                         ..LoadOptions::default()
                     };
-                    match Neuropod::load(&load.package_root, &options) {
+                    let heap = self.heap.allocator();
+                    match Neuropod::load_with(&load.package_root, &options, heap) {
                         Ok(model) => {
                             let mut w = Writer::new(wire::LOADED, &Header::default());
                             w.strings(model.load_warnings());
@@ -124,7 +136,19 @@ impl Worker {
                 // Inputs the model did not keep are given back with this reply.
                 drop(inputs);
                 drop(arrived);
-                match outputs.and_then(|outputs| place(&mut self.arena, &outputs, None)) {
+                let heap = InPlace {
+                    segments: self.heap.segments(),
+                    peer_keeps: None,
+                };
+                let placed = outputs.and_then(|outputs| {
+                    let placed = place(&mut self.arena, &outputs, Some(heap))?;
+                    self.keep_lent(&placed, &outputs);
+                    Ok(placed)
+                });
+                // The caller never keeps heap segments mapped: nothing to
+                // tell it when they go.
+                self.heap.segments().take_dropped();
+                match placed {
                     Ok(placed) => {
                         let header = Header {
                             new_segments: placed.new_segments,
@@ -140,6 +164,22 @@ impl Worker {
             }
             other => self.failed(&Error::Internal(format!("unknown request {other}"))),
         }
+    }
+
+    /// Keeps the outputs sent in place: one entry per segment, as the
+    /// caller takes one lease per segment per message.
+    fn keep_lent(&mut self, placed: &Placed, outputs: &TensorMap) {
+        let mut by_segment: Vec<(SegmentId, Vec<Tensor>)> = Vec::new();
+        for (id, name) in &placed.in_place {
+            let Some(tensor) = outputs.get(name) else {
+                continue;
+            };
+            match by_segment.iter_mut().find(|(segment, _)| segment == id) {
+                Some((_, tensors)) => tensors.push(tensor.clone()),
+                None => by_segment.push((*id, vec![tensor.clone()])),
+            }
+        }
+        self.lent_outputs.extend(by_segment);
     }
 
     fn failed(&mut self, err: &Error) -> Reply {

@@ -68,20 +68,38 @@ impl Drop for UserSegment {
     }
 }
 
-#[derive(Default)]
 struct Inner {
+    side: SegmentId,
     next: SegmentId,
     live: Vec<(SegmentId, Weak<UserSegment>)>,
     dropped: Vec<SegmentId>,
 }
 
-/// A model's allocations.
-#[derive(Default)]
+/// One side's allocations: the caller's (`Neuropod::allocate`) or the
+/// worker's heap (`super::heap`).
 pub struct UserSegments {
     inner: Mutex<Inner>,
 }
 
+impl Default for UserSegments {
+    fn default() -> Self {
+        UserSegments::new(USER_SIDE)
+    }
+}
+
 impl UserSegments {
+    /// No allocations yet; ids get the `side` bits.
+    pub fn new(side: SegmentId) -> UserSegments {
+        UserSegments {
+            inner: Mutex::new(Inner {
+                side,
+                next: 0,
+                live: Vec::new(),
+                dropped: Vec::new(),
+            }),
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -91,7 +109,7 @@ impl UserSegments {
         let segment = Arc::new(Segment::create(len)?);
         let mut inner = self.lock();
         inner.next += 1;
-        let id = inner.next | USER_SIDE;
+        let id = inner.next | inner.side;
         let user = Arc::new(UserSegment {
             id,
             segment: segment.clone(),

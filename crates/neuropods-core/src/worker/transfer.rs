@@ -26,38 +26,54 @@ pub struct Placed {
     pub new_segments: Vec<NewSegment>,
     /// Their mappings, whose descriptors travel with the message.
     pub segments: Vec<Arc<Segment>>,
+    /// Tensors sent where they already were (not copied), by segment.
+    pub in_place: Vec<(SegmentId, String)>,
 }
 
-/// Puts `tensors` into shared memory for one message. `user` (the
-/// caller's allocations) and `user_shared` (those the worker has) let an
-/// array allocated in shared memory travel without a copy.
+/// Shared memory that tensors may already be in: such a tensor is sent
+/// where it is instead of being copied.
+pub struct InPlace<'a> {
+    /// The allocations to look in.
+    pub segments: &'a UserSegments,
+    /// Segments whose descriptors the other side keeps mapped (the
+    /// caller's allocations, which a user fills again and again); None when
+    /// it maps each anew and lets go with its last view (the worker's
+    /// heap, each segment one framework allocation).
+    pub peer_keeps: Option<&'a mut Vec<SegmentId>>,
+}
+
+/// Puts `tensors` into shared memory for one message: each is copied into
+/// a region of `arena`, unless it is already in one of `in_place`'s
+/// segments.
 pub fn place(
     arena: &mut Arena,
     tensors: &TensorMap,
-    user: Option<(&UserSegments, &mut Vec<SegmentId>)>,
+    mut in_place: Option<InPlace<'_>>,
 ) -> Result<Placed> {
     let mut placed = Placed::default();
     let mut lent: Vec<SegmentId> = Vec::new();
-    let (user, user_shared) = match user {
-        Some((u, s)) => (Some(u), Some(s)),
-        None => (None, None),
-    };
-    let mut user_shared = user_shared;
     for (name, tensor) in tensors {
         let (dtype, shape) = (tensor.dtype(), tensor.shape().to_vec());
-        if let TensorData::Numeric(buffer) = tensor.data() {
-            let found = user.and_then(|u| u.find(buffer.as_ptr(), buffer.len()));
-            if let (Some((id, segment, offset)), Some(shared)) = (found, user_shared.as_deref_mut())
+        if let (TensorData::Numeric(buffer), Some(shared)) = (tensor.data(), in_place.as_mut()) {
+            if let Some((id, segment, offset)) = shared.segments.find(buffer.as_ptr(), buffer.len())
             {
-                if !shared.contains(&id) {
-                    shared.push(id);
+                let announce = match shared.peer_keeps.as_deref_mut() {
+                    Some(kept) if kept.contains(&id) => false,
+                    Some(kept) => {
+                        kept.push(id);
+                        true
+                    }
+                    None => !placed.new_segments.iter().any(|s| s.id == id),
+                };
+                if announce {
                     placed.new_segments.push(NewSegment {
                         id,
                         len: segment.len() as u64,
-                        single_use: false,
+                        single_use: shared.peer_keeps.is_none(),
                     });
                     placed.segments.push(segment);
                 }
+                placed.in_place.push((id, name.clone()));
                 placed.descs.push(TensorDesc {
                     name: name.clone(),
                     dtype,
@@ -111,7 +127,7 @@ pub fn map_arrived(
     peer: &mut PeerSegments,
     header: &Header,
     fds: Vec<OwnedFd>,
-) -> std::result::Result<HashMap<SegmentId, (Arc<Segment>, bool)>, String> {
+) -> std::result::Result<HashMap<SegmentId, Arc<Segment>>, String> {
     if fds.len() != header.new_segments.len() {
         return Err(format!(
             "message announces {} segments but carries {} descriptors",
@@ -125,7 +141,7 @@ pub fn map_arrived(
         let segment = peer
             .insert(new.id, fd, len, new.single_use)
             .map_err(|e| format!("cannot map segment {}: {e}", new.id))?;
-        arrived.insert(new.id, (segment, new.single_use));
+        arrived.insert(new.id, segment);
     }
     Ok(arrived)
 }
@@ -133,7 +149,7 @@ pub fn map_arrived(
 /// Makes the tensors a message describes, as views of shared memory.
 pub fn take(
     peer: &PeerSegments,
-    arrived: &HashMap<SegmentId, (Arc<Segment>, bool)>,
+    arrived: &HashMap<SegmentId, Arc<Segment>>,
     descs: Vec<TensorDesc>,
 ) -> std::result::Result<TensorMap, String> {
     let mut leases: HashMap<SegmentId, Arc<Lease>> = HashMap::new();
@@ -142,18 +158,13 @@ pub fn take(
         let lease = match leases.get(&desc.segment) {
             Some(lease) => lease.clone(),
             None => {
-                let (segment, single_use) = arrived
-                    .get(&desc.segment)
-                    .map(|(s, single)| (Some(s.clone()), *single))
-                    .unwrap_or((None, false));
-                let lease = peer
-                    .lease(desc.segment, segment, single_use)
-                    .ok_or_else(|| {
-                        format!(
-                            "tensor '{}' is in unknown segment {}",
-                            desc.name, desc.segment
-                        )
-                    })?;
+                let segment = arrived.get(&desc.segment).cloned();
+                let lease = peer.lease(desc.segment, segment).ok_or_else(|| {
+                    format!(
+                        "tensor '{}' is in unknown segment {}",
+                        desc.name, desc.segment
+                    )
+                })?;
                 leases.insert(desc.segment, lease.clone());
                 lease
             }
