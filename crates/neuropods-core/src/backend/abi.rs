@@ -262,7 +262,7 @@ pub struct BackendOptionsRef {
 pub struct SharedAllocatorRef {
     /// Passed back to both functions.
     pub ctx: *mut c_void,
-    /// Zero-filled, page-aligned memory of `len` bytes, or null.
+    /// Page-aligned memory of `len` bytes (not cleared when reused), or null.
     pub allocate: Option<unsafe extern "C" fn(ctx: *mut c_void, len: usize) -> *mut u8>,
     /// Frees what `allocate` returned.
     pub release: Option<unsafe extern "C" fn(ctx: *mut c_void, ptr: *mut u8)>,
