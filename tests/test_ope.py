@@ -171,6 +171,21 @@ def test_strings_cross_both_ways(tmp_path):
         assert got.tolist() == here.infer({"words": words})["upper"].tolist() == [w.upper() for w in words]
 
 
+def test_more_tensors_than_one_message_carries_is_a_clear_error(tmp_path):
+    names = [f"input_number_{i}" for i in range(6000)]
+    code = "def get_model(data_root):\n    return lambda **inputs: {'out': inputs['input_number_0']}\n"
+    path = python_package(tmp_path, "wide", code, [spec(n, "float32", (None,)) for n in names])
+    x = np.ones(2, np.float32)
+    with load_neuropod(path, use_ope=True) as model:
+        pid = model.worker_pid
+        for _ in range(3):
+            with pytest.raises(errors.InvalidInputError, match="too many tensors for one call to a worker"):
+                model.infer({n: x for n in names})
+        # Nothing was sent, nothing is lost: the worker and its memory serve on.
+        np.testing.assert_array_equal(model.infer({names[0]: x})["out"], x)
+        assert model.worker_pid == pid
+
+
 def test_a_zip_package_is_extracted_by_the_caller_and_run_by_the_worker(make_package):
     path = make_package("ope_zip", M.AdditionModel(), ADD_INPUT_SPEC, ADD_OUTPUT_SPEC, package_as_zip=True)
     with load_neuropod(path, use_ope=True) as model:

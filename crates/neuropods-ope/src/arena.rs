@@ -178,6 +178,26 @@ impl Arena {
         std::mem::take(&mut self.forgotten)
     }
 
+    /// Undoes a message that could not be sent: its loans (`lent`), the
+    /// descriptors it would have shared (`announced`), and the ids taken by
+    /// [`Arena::take_forgotten`] for it.
+    pub fn not_sent(
+        &mut self,
+        lent: &[SegmentId],
+        announced: &[SegmentId],
+        forgotten: Vec<SegmentId>,
+    ) {
+        for pooled in &mut self.pooled {
+            if announced.contains(&pooled.id) {
+                pooled.shared = false;
+            }
+        }
+        for &id in lent {
+            self.given_back(id);
+        }
+        self.forgotten.extend(forgotten);
+    }
+
     /// Bytes of pooled segments (lent or idle).
     pub fn pooled_bytes(&self) -> usize {
         self.pooled.iter().map(|p| p.segment.len()).sum()
@@ -222,6 +242,18 @@ mod tests {
         arena.lend(&c);
         arena.given_back(a.id);
         assert_eq!(arena.alloc(16).unwrap().offset, 0, "all back: reused");
+    }
+
+    #[test]
+    fn a_message_not_sent_takes_back_its_loan_and_its_descriptor() {
+        let mut arena = Arena::new(0);
+        let a = arena.alloc(16).unwrap();
+        assert!(arena.lend(&a).is_some());
+        arena.not_sent(&[a.id], &[a.id], vec![5]);
+        assert_eq!(arena.take_forgotten(), vec![5]);
+        let b = arena.alloc(16).unwrap();
+        assert_eq!(b.offset, 0, "no loan is out");
+        assert!(arena.lend(&b).is_some(), "the descriptor must travel again");
     }
 
     #[test]

@@ -11,8 +11,8 @@ use std::time::Duration;
 /// Largest message: descriptors of a few thousand tensors, or an error
 /// with its traceback (longer texts are cut by the sender).
 pub const MAX_MESSAGE: usize = 192 << 10;
-/// Most descriptors one message carries.
-pub const MAX_FDS: usize = 64;
+/// Most descriptors one message carries (the kernel's SCM_MAX_FD).
+pub const MAX_FDS: usize = 253;
 
 /// One end of the channel.
 #[derive(Debug)]

@@ -89,6 +89,15 @@ impl PeerSegments {
         self.mapped.remove(&id);
     }
 
+    /// Puts back ids from [`PeerSegments::take_given_back`] whose message
+    /// could not be sent.
+    pub fn unsent_given_back(&self, ids: Vec<SegmentId>) {
+        self.given_back
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(ids);
+    }
+
     /// Ids of leases that ended since the last call, one entry per lease.
     pub fn take_given_back(&self) -> Vec<SegmentId> {
         std::mem::take(&mut *self.given_back.lock().unwrap_or_else(|p| p.into_inner()))

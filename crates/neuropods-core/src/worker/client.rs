@@ -271,7 +271,17 @@ impl Live {
         let mut message = Writer::new(wire::INFER, &header);
         message.tensors(&placed.descs);
         let fds: Vec<_> = placed.segments.iter().map(|s| s.as_fd()).collect();
-        self.send(setup, &message.finish(), &fds, "infer")?;
+        if let Err(failure) = self.send(setup, &message.finish(), &fds, "infer") {
+            // Nothing reached the worker (e.g. too many tensors for one
+            // message): take back this message's loans and announcements,
+            // or their memory would stay lent for good.
+            let announced: Vec<SegmentId> = header.new_segments.iter().map(|s| s.id).collect();
+            self.arena
+                .not_sent(&placed.lent, &announced, header.forgotten);
+            self.user_shared.retain(|id| !announced.contains(id));
+            self.peer.unsent_given_back(header.given_back);
+            return Err(failure);
+        }
         drop(fds);
         // Single-use input segments: the worker's mapping keeps them now.
         drop(placed.segments);
@@ -316,9 +326,9 @@ impl Live {
     ) -> std::result::Result<(), Failure> {
         match self.channel.send(bytes, fds) {
             Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
-                Err(Failure::Model(Error::InvalidInput(e.to_string())))
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => Err(Failure::Model(
+                Error::InvalidInput(format!("too many tensors for one call to a worker: {e}")),
+            )),
             Err(_) => Err(Failure::Lost(self.died(setup, during))),
         }
     }

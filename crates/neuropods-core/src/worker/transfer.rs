@@ -28,6 +28,8 @@ pub struct Placed {
     pub segments: Vec<Arc<Segment>>,
     /// Tensors sent where they already were (not copied), by segment.
     pub in_place: Vec<(SegmentId, String)>,
+    /// Arena segments lent to the message (one loan each).
+    pub lent: Vec<SegmentId>,
 }
 
 /// Shared memory that tensors may already be in: such a tensor is sent
@@ -51,7 +53,6 @@ pub fn place(
     mut in_place: Option<InPlace<'_>>,
 ) -> Result<Placed> {
     let mut placed = Placed::default();
-    let mut lent: Vec<SegmentId> = Vec::new();
     for (name, tensor) in tensors {
         let (dtype, shape) = (tensor.dtype(), tensor.shape().to_vec());
         if let (TensorData::Numeric(buffer), Some(shared)) = (tensor.data(), in_place.as_mut()) {
@@ -98,8 +99,8 @@ pub fn place(
             TensorData::Numeric(buffer) => bytes.copy_from_slice(buffer),
             TensorData::Strings(_) => write_tensor(tensor, bytes)?,
         }
-        if !lent.contains(&region.id) {
-            lent.push(region.id);
+        if !placed.lent.contains(&region.id) {
+            placed.lent.push(region.id);
             if let Some(segment) = arena.lend(&region) {
                 placed.new_segments.push(NewSegment {
                     id: region.id,

@@ -242,6 +242,7 @@ impl Writer {
             Error::Exit(m) => (14, vec![m.clone()]),
             Error::OutOfMemory(m) => (15, vec![m.clone()]),
             Error::Worker { model, detail } => (16, vec![model.clone(), detail.clone()]),
+            Error::Internal(m) => (17, vec![m.clone()]),
             // The worker checks no spec (the caller does); anything else
             // is a bug, passed on as one.
             other => (17, vec![other.to_string()]),
