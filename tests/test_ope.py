@@ -84,6 +84,7 @@ def py_addition(tmp_path_factory):
 
 # A python model that fails as its first input asks: x[0] == 1 segfaults,
 # 2 calls os._exit(3), 3 sleeps (to be killed or stopped from outside);
+# 4 is slow (3 s, longer than a hung worker is given) and then answers;
 # anything else returns x * 2. It writes a line to stderr first.
 FAULTY = """
     import ctypes, os, sys, time
@@ -99,6 +100,8 @@ FAULTY = """
                 os._exit(3)
             if action == 3:
                 time.sleep(60)
+            if action == 4:
+                time.sleep(3)
             return {"out": x * 2}
         return run
 """
@@ -224,6 +227,14 @@ def test_a_dying_or_hung_worker_fails_one_call_and_the_next_starts_another(fault
         assert model.worker_pid is None
         np.testing.assert_array_equal(model.infer({"x": np.array([5.0], np.float32)})["out"], [10.0])
         assert model.worker_pid not in (None, first)
+
+
+def test_a_slow_worker_is_waited_for(faulty):
+    # Busy for longer than a hung worker is given: its heartbeat goes on.
+    with load_neuropod(faulty, use_ope=True) as model:
+        pid = model.worker_pid
+        np.testing.assert_array_equal(model.infer({"x": np.array([4.0], np.float32)})["out"], [8.0])
+        assert model.worker_pid == pid
 
 
 def test_a_worker_that_dies_while_loading_is_a_worker_error(tmp_path):

@@ -53,6 +53,25 @@ pub fn place(
     mut in_place: Option<InPlace<'_>>,
 ) -> Result<Placed> {
     let mut placed = Placed::default();
+    let result = place_each(arena, tensors, &mut in_place, &mut placed);
+    if let Err(e) = result {
+        // Nothing will be sent: take back what was lent and announced.
+        let announced: Vec<SegmentId> = placed.new_segments.iter().map(|s| s.id).collect();
+        arena.not_sent(&placed.lent, &announced, Vec::new());
+        if let Some(kept) = in_place.and_then(|p| p.peer_keeps) {
+            kept.retain(|id| !announced.contains(id));
+        }
+        return Err(e);
+    }
+    Ok(placed)
+}
+
+fn place_each(
+    arena: &mut Arena,
+    tensors: &TensorMap,
+    in_place: &mut Option<InPlace<'_>>,
+    placed: &mut Placed,
+) -> Result<()> {
     for (name, tensor) in tensors {
         let (dtype, shape) = (tensor.dtype(), tensor.shape().to_vec());
         if let (TensorData::Numeric(buffer), Some(shared)) = (tensor.data(), in_place.as_mut()) {
@@ -119,7 +138,7 @@ pub fn place(
             len: len as u64,
         });
     }
-    Ok(placed)
+    Ok(())
 }
 
 /// Maps the segments that arrived with a message (descriptors in the order
