@@ -1,11 +1,21 @@
 """Native bindings of Neuropods: the Rust core, from Python.
 
 ``Neuropod(path, visible_gpu=None, **options)`` loads a package and runs it;
-``serialize``/``deserialize`` read and write the core's tensor format.
+``serialize``/``deserialize`` read and write the core's tensor format;
+``inspect(path)`` describes a package without loading its model.
 """
 
 from . import errors
-from ._native import Neuropod, __version__, check_config, check_requirements, deserialize, serialize, write_manifest
+from ._native import (
+    Neuropod,
+    __version__,
+    check_config,
+    check_requirements,
+    deserialize,
+    inspect,
+    serialize,
+    write_manifest,
+)
 from .errors import *  # noqa: F401,F403  (exception classes are part of the API)
 
 __all__ = [
@@ -15,6 +25,7 @@ __all__ = [
     "check_config",
     "check_requirements",
     "write_manifest",
+    "inspect",
     "__version__",
     *errors.__all__,
 ]

@@ -121,6 +121,25 @@ impl Package {
         }
     }
 
+    /// Every file of the package (relative paths with `/`, sorted) and its
+    /// size in bytes.
+    pub fn files(&self) -> Result<Vec<(String, u64)>> {
+        let names = list_files(&self.root).map_err(|e| Error::io(&self.root, e))?;
+        names
+            .into_iter()
+            .map(|rel| {
+                let path = self.root.join(&rel);
+                let size = fs::metadata(&path).map_err(|e| Error::io(&path, e))?.len();
+                Ok((rel, size))
+            })
+            .collect()
+    }
+
+    /// Whether the package has a `manifest.json`.
+    pub fn has_manifest(&self) -> bool {
+        self.root.join(MANIFEST_FILE).is_file()
+    }
+
     /// Checks every file against `manifest.json`: each listed file must exist
     /// with its sha256, and every file must be listed.
     pub fn verify_manifest(&self) -> Result<()> {

@@ -98,7 +98,10 @@ fn parse_options(
     Ok(load)
 }
 
-fn spec_to_py<'py>(py: Python<'py>, specs: &[TensorSpec]) -> PyResult<Bound<'py, PyList>> {
+pub(crate) fn spec_to_py<'py>(
+    py: Python<'py>,
+    specs: &[TensorSpec],
+) -> PyResult<Bound<'py, PyList>> {
     let list = PyList::empty(py);
     for spec in specs {
         let shape = PyList::empty(py);

@@ -1,0 +1,278 @@
+"""The `neuropods` command (also `python -m neuropods`).
+
+    neuropods inspect PATH [--json]
+    neuropods infer PATH --input x=x.npy [--input-npz in.npz] [--output out.npz]
+    neuropods bench PATH [--use-ope] [--threads N] [--duration S] [--batch K] [--json]
+
+Everything goes through the public API (`load_neuropod`, and
+`neuropods_native.inspect`, which reads a package without loading its
+framework). An error prints one line, the exception's class and message,
+and exits 1; `--verbose` prints the traceback too.
+"""
+
+import argparse
+import json
+import sys
+import threading
+import time
+import traceback
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+
+import neuropods_native
+from neuropods.loader import load_neuropod
+
+
+def format_shape(shape: Sequence[Any]) -> str:
+    """A spec shape as Python writes a tuple: (None, 3), ('batch',)."""
+    return repr(tuple(shape))
+
+
+def format_size(size: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return str(size)
+
+
+def load_options(args: argparse.Namespace) -> Dict[str, Any]:
+    """Load options common to the subcommands that run a model."""
+    options: Dict[str, Any] = {"use_ope": args.use_ope}
+    if args.visible_gpu is not None:
+        options["visible_gpu"] = args.visible_gpu
+    if args.intra_op_threads is not None:
+        options["intra_op_threads"] = args.intra_op_threads
+    if args.inter_op_threads is not None:
+        options["inter_op_threads"] = args.inter_op_threads
+    return options
+
+
+def inspect(args: argparse.Namespace) -> None:
+    info = neuropods_native.inspect(args.path)
+    if args.json:
+        print(json.dumps(info, indent=1))
+        return
+    print(f"name:      {info['name']}")
+    print(f"platform:  {info['platform']} (version range {info['platform_version_semver']})")
+    for direction in ("inputs", "outputs"):
+        print(f"{direction}:")
+        for entry in info[direction]:
+            device = info["input_tensor_device"].get(entry["name"]) if direction == "inputs" else None
+            placed = f" on {device}" if device else ""
+            print(f"  {entry['name']}: {entry['dtype']} {format_shape(entry['shape'])}{placed}")
+    if info["custom_ops"]:
+        print(f"custom ops: {', '.join(info['custom_ops'])}")
+    total = sum(f["size"] for f in info["files"])
+    print(f"files ({len(info['files'])}, {format_size(total)}):")
+    for entry in info["files"]:
+        print(f"  {entry['path']}  {format_size(entry['size'])}")
+    manifest = info["manifest"]
+    detail = f": {manifest['detail']}" if manifest["detail"] else ""
+    print(f"manifest:  {manifest['status']}{detail}")
+
+
+def read_inputs(args: argparse.Namespace) -> Dict[str, np.ndarray]:
+    inputs: Dict[str, np.ndarray] = {}
+    if args.input_npz:
+        with np.load(args.input_npz, allow_pickle=False) as archive:
+            inputs.update({name: archive[name] for name in archive.files})
+    for item in args.input or []:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise ValueError(f"--input takes NAME=FILE.npy, got {item!r}")
+        inputs[name] = np.load(path, allow_pickle=False)
+    if not inputs:
+        raise ValueError("no inputs: give --input NAME=FILE.npy or --input-npz FILE.npz")
+    return inputs
+
+
+def summary(array: np.ndarray, count: int = 6) -> str:
+    flat = array.reshape(-1)
+    values = ", ".join(str(v) for v in flat[:count].tolist())
+    more = ", ..." if flat.size > count else ""
+    return f"{array.dtype} {tuple(array.shape)} [{values}{more}]"
+
+
+def infer(args: argparse.Namespace) -> None:
+    inputs = read_inputs(args)
+    with load_neuropod(args.path, **load_options(args)) as model:
+        outputs = model.infer(inputs)
+    if args.output:
+        # Plain arrays (strings as unicode), readable without pickle.
+        plain = {name: np.array(a.tolist(), dtype=str) if a.dtype.kind in "OT" else a for name, a in outputs.items()}
+        np.savez(args.output, **plain)
+        print(f"wrote {len(outputs)} outputs to {args.output}")
+        return
+    for name, array in outputs.items():
+        print(f"{name}: {summary(array)}")
+
+
+def random_inputs(specs: List[Dict[str, Any]], batch: int, seed: int = 0) -> Dict[str, np.ndarray]:
+    """Inputs matching `specs`: the first symbol is `batch`, other symbols
+    and free dims are 1, each symbol one value everywhere."""
+    rng = np.random.default_rng(seed)
+    symbols: Dict[str, int] = {}
+    inputs = {}
+    for spec in specs:
+        shape = []
+        for dim in spec["shape"]:
+            if isinstance(dim, int):
+                shape.append(dim)
+            elif isinstance(dim, str):
+                shape.append(symbols.setdefault(dim, batch if not symbols else 1))
+            else:
+                shape.append(1)
+        dtype = spec["dtype"]
+        if dtype == "string":
+            words = np.array(["neuropods", "bench", "input", "text"], dtype=object)
+            inputs[spec["name"]] = rng.choice(words, size=shape)
+        elif dtype == "bool":
+            inputs[spec["name"]] = rng.random(shape) < 0.5
+        elif dtype.startswith("float"):
+            inputs[spec["name"]] = rng.random(shape).astype(dtype)
+        else:
+            inputs[spec["name"]] = rng.integers(0, 10, size=shape).astype(dtype)
+    return inputs
+
+
+class Progress:
+    """One self-rewriting line on stderr while the benchmark runs."""
+
+    def __init__(self, duration: float, enabled: bool):
+        self.duration, self.enabled = duration, enabled
+
+    def show(self, elapsed: float, calls: int) -> None:
+        if not self.enabled:
+            return
+        done = min(1.0, elapsed / self.duration) if self.duration > 0 else 1.0
+        bar = "#" * int(done * 30)
+        sys.stderr.write(f"\r[{bar:<30}] {elapsed:5.1f}/{self.duration:.1f} s, {calls} calls")
+        sys.stderr.flush()
+
+    def end(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\n")
+
+
+def bench(args: argparse.Namespace) -> None:
+    if args.threads < 1 or args.duration <= 0 or args.batch < 1:
+        raise ValueError("--threads and --batch must be at least 1, --duration above 0")
+    with load_neuropod(args.path, **load_options(args)) as model:
+        inputs = random_inputs(model.inputs, args.batch)
+        warm_until = time.perf_counter() + min(1.0, args.duration / 5)
+        model.infer(inputs)
+        while time.perf_counter() < warm_until:
+            model.infer(inputs)
+        latencies: List[List[float]] = [[] for _ in range(args.threads)]
+        failures: List[BaseException] = []
+        stop = threading.Event()
+
+        def calls(mine: List[float]) -> None:
+            try:
+                while not stop.is_set():
+                    start = time.perf_counter()
+                    model.infer(inputs)
+                    mine.append(time.perf_counter() - start)
+            except BaseException as e:  # reported by the main thread
+                failures.append(e)
+                stop.set()
+
+        threads = [threading.Thread(target=calls, args=(mine,), daemon=True) for mine in latencies]
+        progress = Progress(args.duration, enabled=not args.no_progress)
+        started = time.perf_counter()
+        for t in threads:
+            t.start()
+        while not stop.is_set():
+            elapsed = time.perf_counter() - started
+            if elapsed >= args.duration:
+                break
+            progress.show(elapsed, sum(len(m) for m in latencies))
+            stop.wait(min(0.25, args.duration - elapsed))
+        stop.set()
+        for t in threads:
+            t.join()
+        wall = time.perf_counter() - started
+        progress.end()
+    if failures:
+        raise failures[0]
+    every = np.array([x for mine in latencies for x in mine]) * 1e3
+    result = {
+        "model": model_name(args.path),
+        "threads": args.threads,
+        "batch": args.batch,
+        "use_ope": args.use_ope,
+        "seconds": round(wall, 3),
+        "calls": int(every.size),
+        "calls_per_second": every.size / wall,
+        "latency_ms": {q: float(np.percentile(every, p)) for q, p in (("p50", 50), ("p90", 90), ("p99", 99))},
+    }
+    if args.json:
+        print(json.dumps(result, indent=1))
+        return
+    lat = result["latency_ms"]
+    print(f"{result['calls']} calls in {wall:.2f} s from {args.threads} thread(s), batch {args.batch}: "
+          f"{result['calls_per_second']:.1f} calls/s")
+    print(f"latency ms: p50 {lat['p50']:.4f}  p90 {lat['p90']:.4f}  p99 {lat['p99']:.4f}")
+
+
+def model_name(path: str) -> str:
+    return neuropods_native.inspect(path)["name"]
+
+
+def add_load_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--use-ope", action="store_true", help="run the model in a worker process")
+    parser.add_argument("--visible-gpu", type=int, help="GPU index (default: CPU)")
+    parser.add_argument("--intra-op-threads", type=int, help="threads inside one op")
+    parser.add_argument("--inter-op-threads", type=int, help="threads running independent ops")
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="neuropods", description="Inspect, run and benchmark neuropod packages.")
+    top.add_argument("--verbose", action="store_true", help="print the traceback of an error")
+    commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sub = commands.add_parser("inspect", help="what a package is: specs, files, manifest check")
+    sub.add_argument("path", help="package folder or zip")
+    sub.add_argument("--json", action="store_true", help="print JSON")
+    sub.set_defaults(run=inspect)
+
+    sub = commands.add_parser("infer", help="run one call on inputs from .npy/.npz files")
+    sub.add_argument("path", help="package folder or zip")
+    sub.add_argument("--input", action="append", metavar="NAME=FILE.npy", help="an input (repeat for each)")
+    sub.add_argument("--input-npz", metavar="FILE.npz", help="inputs, one array per name")
+    sub.add_argument("--output", metavar="FILE.npz", help="write the outputs here instead of printing them")
+    add_load_options(sub)
+    sub.set_defaults(run=infer)
+
+    sub = commands.add_parser("bench", help="latency and throughput on random inputs made from the spec")
+    sub.add_argument("path", help="package folder or zip")
+    sub.add_argument("--threads", type=int, default=1, help="calling threads (default 1)")
+    sub.add_argument("--duration", type=float, default=5.0, help="seconds to measure (default 5)")
+    sub.add_argument("--batch", type=int, default=1, help="size of the first symbol in the spec (default 1)")
+    sub.add_argument("--json", action="store_true", help="print JSON")
+    sub.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    add_load_options(sub)
+    sub.set_defaults(run=bench)
+    return top
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        args.run(args)
+    except KeyboardInterrupt:
+        print("neuropods: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:
+        if args.verbose:
+            traceback.print_exc()
+        message = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        print(f"neuropods {args.command}: {type(e).__name__}: {message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
