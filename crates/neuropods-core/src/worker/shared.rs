@@ -1,5 +1,6 @@
-//! Arrays the caller allocates in shared memory (`Neuropod::allocate`), so
-//! that an input written there reaches the worker without any copy.
+//! Allocations in shared memory whose tensors are sent where they are,
+//! without a copy: the caller's (`Neuropod::allocate`, inputs) and the
+//! worker's heap (`super::heap`, a framework's large outputs).
 
 use std::any::Any;
 use std::sync::{Arc, Mutex, Weak};
@@ -7,8 +8,8 @@ use std::sync::{Arc, Mutex, Weak};
 use neuropods_ope::arena::SegmentId;
 use neuropods_ope::Segment;
 
-/// Ids of the caller's allocations: apart from its arena's (low ids) and
-/// the worker's (top bit).
+/// Ids of the caller's allocations: apart from its arena's (low ids), the
+/// worker's arena (top bit) and the worker's heap (both bits).
 const USER_SIDE: SegmentId = 1 << 62;
 
 /// Writable memory for one tensor, from [`crate::Neuropod::allocate`]: in
@@ -50,8 +51,8 @@ impl Allocation {
     }
 }
 
-/// One allocation's segment; when the last view of it goes, the worker is
-/// told to unmap it.
+/// One allocation's segment; when the last view of it goes, the other side
+/// is told to unmap it.
 struct UserSegment {
     id: SegmentId,
     segment: Arc<Segment>,
