@@ -160,6 +160,7 @@ def bench(args: argparse.Namespace) -> None:
     if args.threads < 1 or args.duration <= 0 or args.batch < 1:
         raise ValueError("--threads and --batch must be at least 1, --duration above 0")
     with load_neuropod(args.path, **load_options(args)) as model:
+        name = model.name
         inputs = random_inputs(model.inputs, args.batch)
         warm_until = time.perf_counter() + min(1.0, args.duration / 5)
         model.infer(inputs)
@@ -199,7 +200,7 @@ def bench(args: argparse.Namespace) -> None:
         raise failures[0]
     every = np.array([x for mine in latencies for x in mine]) * 1e3
     result = {
-        "model": model_name(args.path),
+        "model": name,
         "threads": args.threads,
         "batch": args.batch,
         "use_ope": args.use_ope,
@@ -215,10 +216,6 @@ def bench(args: argparse.Namespace) -> None:
     print(f"{result['calls']} calls in {wall:.2f} s from {args.threads} thread(s), batch {args.batch}: "
           f"{result['calls_per_second']:.1f} calls/s")
     print(f"latency ms: p50 {lat['p50']:.4f}  p90 {lat['p90']:.4f}  p99 {lat['p99']:.4f}")
-
-
-def model_name(path: str) -> str:
-    return neuropods_native.inspect(path)["name"]
 
 
 def add_load_options(parser: argparse.ArgumentParser) -> None:
