@@ -119,6 +119,27 @@ def write_tree(root, files):
     return str(root)
 
 
+X_SPEC = [spec("x", "float32", (None,))]
+OUT_SPEC = [spec("out", "float32", (None,))]
+
+
+def python_package(tmp_path, name, code, input_spec=X_SPEC, output_spec=OUT_SPEC, **kwargs):
+    """A python-platform package whose `m/__init__.py` is `code` (which
+    defines get_model(data_root))."""
+    from neuropods.packagers import create_python_neuropod
+
+    root = write_tree(tmp_path / f"{name}_src", {"m/__init__.py": code})
+    path = tmp_path / name
+    create_python_neuropod(
+        path, name,
+        data_paths=[],
+        code_path_spec=[{"python_root": root, "dirs_to_package": [""]}],
+        entrypoint_package="m", entrypoint="get_model",
+        input_spec=input_spec, output_spec=output_spec, **kwargs,
+    )
+    return str(path)
+
+
 def run_add(model):
     """Runs an addition model (inputs x, y; output out) and checks it."""
     x = np.array([1.0, 2.0, 3.0], np.float32)

@@ -21,27 +21,19 @@ import torch
 
 import models_for_tests as M
 from neuropods.loader import load_neuropod
-from neuropods.packagers import create_python_neuropod
 from neuropods_native import errors
-from helpers import ADD_INPUT_SPEC, ADD_OUTPUT_SPEC, STRING_KIND, make_venv, package_tf_addition, spec, write_tree
+from helpers import (
+    ADD_INPUT_SPEC,
+    ADD_OUTPUT_SPEC,
+    STRING_KIND,
+    make_venv,
+    package_tf_addition,
+    python_package,
+    spec,
+)
 
-X_SPEC = [spec("x", "float32", (None,))]
-OUT_SPEC = [spec("out", "float32", (None,))]
 
 
-def python_package(tmp_path, name, code, input_spec=X_SPEC, output_spec=OUT_SPEC, **kwargs):
-    """A python-platform package whose `m/__init__.py` is `code` (which
-    defines get_model(data_root))."""
-    root = write_tree(tmp_path / f"{name}_src", {"m/__init__.py": code})
-    path = tmp_path / name
-    create_python_neuropod(
-        path, name,
-        data_paths=[],
-        code_path_spec=[{"python_root": root, "dirs_to_package": [""]}],
-        entrypoint_package="m", entrypoint="get_model",
-        input_spec=input_spec, output_spec=output_spec, **kwargs,
-    )
-    return str(path)
 
 
 def process_gone(pid, within=5.0):

@@ -3,6 +3,7 @@
     neuropods inspect PATH [--json]
     neuropods infer PATH --input x=x.npy [--input-npz in.npz] [--output out.npz]
     neuropods bench PATH [--use-ope] [--threads N] [--duration S] [--batch K] [--json]
+    neuropods serve PATH... [--http-port 8000] [--grpc-port 8001] [--max-batch-size N]
 
 Everything goes through the public API (`load_neuropod`, and
 `neuropods_native.inspect`, which reads a package without loading its
@@ -218,6 +219,25 @@ def bench(args: argparse.Namespace) -> None:
     print(f"latency ms: p50 {lat['p50']:.4f}  p90 {lat['p90']:.4f}  p99 {lat['p99']:.4f}")
 
 
+def serve(args: argparse.Namespace) -> None:
+    try:
+        neuropods_native.serve(
+            args.paths,
+            host=args.host,
+            http_port=None if args.no_http else args.http_port,
+            grpc_port=None if args.no_grpc else args.grpc_port,
+            instances=args.instances,
+            max_batch_size=args.max_batch_size,
+            max_queue_delay_us=args.max_queue_delay_us,
+            max_body_bytes=args.max_body_bytes,
+            drain_timeout_s=args.drain_timeout,
+            **load_options(args),
+        )
+    except KeyboardInterrupt:
+        # The Ctrl-C that stopped the server, seen by Python once it returns.
+        pass
+
+
 def add_load_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--use-ope", action="store_true", help="run the model in a worker process")
     parser.add_argument("--visible-gpu", type=int, help="GPU index (default: CPU)")
@@ -226,7 +246,7 @@ def add_load_options(parser: argparse.ArgumentParser) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="neuropods", description="Inspect, run and benchmark neuropod packages.")
+    top = argparse.ArgumentParser(prog="neuropods", description="Inspect, run, benchmark and serve neuropod packages.")
     top.add_argument("--verbose", action="store_true", help="print the traceback of an error")
     commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -252,6 +272,39 @@ def parser() -> argparse.ArgumentParser:
     sub.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     add_load_options(sub)
     sub.set_defaults(run=bench)
+
+    sub = commands.add_parser(
+        "serve",
+        help="serve packages over the Open Inference Protocol (KServe v2: HTTP and gRPC)",
+        description="Serve packages over the Open Inference Protocol (KServe v2, as Triton and "
+        "MLServer speak it), each as a model named by its config. Stops on Ctrl-C or SIGTERM "
+        "after finishing the requests in flight. Logs go to stderr, filtered by RUST_LOG.",
+    )
+    sub.add_argument("paths", nargs="+", metavar="PATH", help="package folders or zips")
+    sub.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    sub.add_argument("--http-port", type=int, default=8000, help="HTTP port, 0 for any free one (default 8000)")
+    sub.add_argument("--grpc-port", type=int, default=8001, help="gRPC port, 0 for any free one (default 8001)")
+    sub.add_argument("--no-http", action="store_true", help="serve gRPC only")
+    sub.add_argument("--no-grpc", action="store_true", help="serve HTTP only")
+    sub.add_argument("--instances", type=int, default=1, help="copies of each model (default 1)")
+    sub.add_argument(
+        "--max-batch-size",
+        type=int,
+        default=0,
+        help="batch concurrent requests up to this many rows (default 0: no batching); "
+        "applies to models whose inputs and outputs all start with one batch symbol",
+    )
+    sub.add_argument(
+        "--max-queue-delay-us", type=int, default=500, help="longest a request waits for a batch (default 500)"
+    )
+    sub.add_argument(
+        "--max-body-bytes", type=int, default=64 << 20, help="largest request taken (default 64 MiB)"
+    )
+    sub.add_argument(
+        "--drain-timeout", type=float, default=30.0, help="seconds a shutdown waits for requests (default 30)"
+    )
+    add_load_options(sub)
+    sub.set_defaults(run=serve)
     return top
 
 

@@ -2,7 +2,9 @@
 
 ``Neuropod(path, visible_gpu=None, **options)`` loads a package and runs it;
 ``serialize``/``deserialize`` read and write the core's tensor format;
-``inspect(path)`` describes a package without loading its model.
+``inspect(path)`` describes a package without loading its model;
+``serve(paths, ...)`` serves packages over the Open Inference Protocol
+until SIGINT/SIGTERM (``neuropods serve``).
 """
 
 from . import errors
@@ -14,6 +16,7 @@ from ._native import (
     deserialize,
     inspect,
     serialize,
+    serve,
     write_manifest,
 )
 from .errors import *  # noqa: F401,F403  (exception classes are part of the API)
@@ -26,6 +29,7 @@ __all__ = [
     "check_requirements",
     "write_manifest",
     "inspect",
+    "serve",
     "__version__",
     *errors.__all__,
 ]

@@ -151,6 +151,20 @@ pub enum SpecError {
     },
 }
 
+impl SpecError {
+    /// Whether the tensor at fault was an input (the caller's) or an output
+    /// (the model's).
+    pub fn direction(&self) -> Direction {
+        match self {
+            SpecError::UnknownTensor { direction, .. }
+            | SpecError::DTypeMismatch { direction, .. }
+            | SpecError::RankMismatch { direction, .. }
+            | SpecError::DimMismatch { direction, .. }
+            | SpecError::SymbolMismatch { direction, .. } => *direction,
+        }
+    }
+}
+
 /// Values that symbols took in one call, with the tensor that set each.
 #[derive(Default, Debug)]
 pub struct SymbolBindings {

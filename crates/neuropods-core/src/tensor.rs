@@ -413,6 +413,98 @@ impl Tensor {
         }
     }
 
+    /// Rows `range` of the first dimension, sharing this tensor's memory
+    /// (strings are copied). Fails on a rank-0 tensor or a range past the
+    /// end.
+    pub fn rows(&self, range: Range<usize>) -> Result<Tensor> {
+        let (&count, rest) = self
+            .shape
+            .split_first()
+            .ok_or_else(|| Error::InvalidInput("a scalar tensor has no rows".into()))?;
+        if range.start > range.end || range.end > count {
+            return Err(Error::InvalidInput(format!(
+                "rows {range:?} of a tensor with {count} rows"
+            )));
+        }
+        let row_elements = checked_numel(rest).unwrap_or(0);
+        let mut shape = self.shape.clone();
+        if let Some(first) = shape.first_mut() {
+            *first = range.end - range.start;
+        }
+        let elements = range.start * row_elements..range.end * row_elements;
+        let data = match &self.data {
+            TensorData::Numeric(buffer) => {
+                let item = self.dtype.item_size().unwrap_or(1);
+                let bytes = elements.start * item..elements.end * item;
+                TensorData::Numeric(buffer.slice(bytes).ok_or_else(|| {
+                    Error::Internal("tensor buffer shorter than its shape".into())
+                })?)
+            }
+            TensorData::Strings(strings) => TensorData::Strings(Arc::new(
+                strings
+                    .get(elements)
+                    .ok_or_else(|| Error::Internal("fewer strings than the shape".into()))?
+                    .to_vec(),
+            )),
+        };
+        Ok(Tensor {
+            dtype: self.dtype,
+            shape,
+            data,
+        })
+    }
+
+    /// Stacks tensors of one dtype and one shape past the first dimension
+    /// along the first dimension (what a batch of requests becomes).
+    pub fn concat_rows(parts: &[&Tensor]) -> Result<Tensor> {
+        let first = parts
+            .first()
+            .ok_or_else(|| Error::InvalidInput("nothing to concatenate".into()))?;
+        let trailing = first.shape.get(1..).ok_or_else(|| {
+            Error::InvalidInput("a scalar tensor has no rows to concatenate".into())
+        })?;
+        let mut rows = 0usize;
+        for part in parts {
+            if part.dtype != first.dtype || part.shape.get(1..) != Some(trailing) {
+                return Err(Error::InvalidInput(format!(
+                    "cannot concatenate a {} tensor of shape {:?} with a {} tensor of shape {:?}",
+                    first.dtype, first.shape, part.dtype, part.shape
+                )));
+            }
+            rows = rows.saturating_add(part.shape.first().copied().unwrap_or(0));
+        }
+        let mut shape = first.shape.clone();
+        if let Some(first_dim) = shape.first_mut() {
+            *first_dim = rows;
+        }
+        match first.dtype {
+            DType::String => {
+                let strings = parts
+                    .iter()
+                    .flat_map(|part| part.strings().unwrap_or_default().iter().cloned())
+                    .collect();
+                Tensor::from_strings(shape, strings)
+            }
+            dtype => {
+                check_shape(&shape)?;
+                let len = parts
+                    .iter()
+                    .map(|part| part.buffer().map_or(0, |b| b.len()))
+                    .sum();
+                let mut writer = AlignedBufferWriter::new(len);
+                let mut at = 0;
+                for part in parts {
+                    let bytes = part.buffer().map_or(&[][..], |b| &b[..]);
+                    if let Some(target) = writer.as_mut_slice().get_mut(at..at + bytes.len()) {
+                        target.copy_from_slice(bytes);
+                    }
+                    at += bytes.len();
+                }
+                Tensor::from_buffer(dtype, shape, writer.finish())
+            }
+        }
+    }
+
     /// The elements as a typed slice; fails on a dtype mismatch or on memory
     /// that is not aligned for `T` (borrowed memory can be unaligned).
     pub fn as_slice<T: Element>(&self) -> Result<&[T]> {

@@ -19,7 +19,7 @@ const OPTIONS: [&str; 5] = [
     "ope_python",
 ];
 
-fn parse_options(
+pub(crate) fn parse_options(
     py: Python<'_>,
     visible_gpu: Option<&Bound<'_, PyAny>>,
     options: Option<&Bound<'_, PyDict>>,

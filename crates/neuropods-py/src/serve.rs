@@ -1,0 +1,79 @@
+//! `serve(...)`: the Open Inference Protocol server
+//! (`neuropods_server`), run in this process with the GIL released, for
+//! `neuropods serve`. Python runs on the request path only inside
+//! python-platform models.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use neuropods_server::{BatchSettings, ModelSettings, Repository, ServerConfig};
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use crate::errors::{guard, raise, to_py};
+use crate::model::parse_options;
+
+/// Loads `packages` and serves them until SIGINT or SIGTERM, then drains
+/// the requests in flight and returns. Prints `neuropods serve: HTTP on
+/// ADDR` (and gRPC) to stdout once ready. `max_batch_size` > 0 turns on
+/// dynamic batching for the models that can take it.
+#[pyfunction]
+#[pyo3(signature = (
+    packages, *, host = "127.0.0.1".to_string(), http_port = Some(8000), grpc_port = Some(8001),
+    instances = 1, max_batch_size = 0, max_queue_delay_us = 500, max_body_bytes = 64 << 20,
+    drain_timeout_s = 30.0, visible_gpu = None, **options
+))]
+#[allow(clippy::too_many_arguments)]
+pub fn serve(
+    py: Python<'_>,
+    packages: Vec<PathBuf>,
+    host: String,
+    http_port: Option<u16>,
+    grpc_port: Option<u16>,
+    instances: usize,
+    max_batch_size: usize,
+    max_queue_delay_us: u64,
+    max_body_bytes: usize,
+    drain_timeout_s: f64,
+    visible_gpu: Option<&Bound<'_, PyAny>>,
+    options: Option<&Bound<'_, PyDict>>,
+) -> PyResult<()> {
+    guard(py, || {
+        let load = parse_options(py, visible_gpu, options)?;
+        let invalid = |message: String| raise(py, "InvalidOptionError", message);
+        if packages.is_empty() {
+            return Err(invalid("serve needs at least one package".into()));
+        }
+        if instances == 0 {
+            return Err(invalid("instances must be at least 1".into()));
+        }
+        if http_port.is_none() && grpc_port.is_none() {
+            return Err(invalid("give an HTTP port, a gRPC port or both".into()));
+        }
+        let drain_timeout = Duration::try_from_secs_f64(drain_timeout_s).map_err(|_| {
+            invalid(format!(
+                "drain_timeout_s must be >= 0, got {drain_timeout_s}"
+            ))
+        })?;
+        let settings = ModelSettings {
+            instances,
+            batching: (max_batch_size > 0).then_some(BatchSettings {
+                max_batch_size,
+                max_queue_delay: Duration::from_micros(max_queue_delay_us),
+            }),
+        };
+        let config = ServerConfig {
+            host,
+            http_port,
+            grpc_port,
+            max_body_bytes,
+            drain_timeout,
+        };
+        neuropods_server::init_logging();
+        let repository = py
+            .detach(|| Repository::load(&packages, &load, &settings))
+            .map_err(|e| to_py(py, e))?;
+        py.detach(|| neuropods_server::run_until_signal(repository, config))
+            .map_err(|message| raise(py, "NeuropodIOError", message))
+    })
+}

@@ -1,0 +1,299 @@
+//! The models a server serves: each package loaded once per instance, its
+//! metadata, and the one path every protocol's inference request takes to
+//! it (straight to the least busy instance, or through its batcher).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use neuropods_core::spec::{validate, Direction, SymbolBindings};
+use neuropods_core::{Error, LoadOptions, ModelConfig, Neuropod, Tensor, TensorMap};
+
+use crate::batcher::{batch_symbol, Batcher};
+use crate::error::RequestError;
+use crate::metrics::Metrics;
+
+/// The only version of each model: a package is one version.
+pub const MODEL_VERSION: &str = "1";
+
+/// How each model is served.
+#[derive(Clone, Debug)]
+pub struct ModelSettings {
+    /// Copies of each model (in-process sessions, or worker processes with
+    /// `use_ope`); requests go to the least busy.
+    pub instances: usize,
+    /// Dynamic batching, for the models that can take it.
+    pub batching: Option<BatchSettings>,
+}
+
+impl Default for ModelSettings {
+    fn default() -> Self {
+        ModelSettings {
+            instances: 1,
+            batching: None,
+        }
+    }
+}
+
+/// Dynamic batching: concurrent requests to one model run as one call.
+#[derive(Clone, Copy, Debug)]
+pub struct BatchSettings {
+    /// Most rows (entries of the batch dim) one run takes.
+    pub max_batch_size: usize,
+    /// Longest a request waits for others to join its batch.
+    pub max_queue_delay: Duration,
+}
+
+/// One inference request, decoded from whichever protocol.
+pub struct InferCall {
+    /// Inputs by name.
+    pub inputs: TensorMap,
+    /// The outputs asked for, in order; `None` for all.
+    pub outputs: Option<Vec<String>>,
+}
+
+/// A model's instances, each with a count of calls in flight.
+pub(crate) struct Instances {
+    models: Vec<(Neuropod, AtomicUsize)>,
+}
+
+impl Instances {
+    /// Runs `inputs` on the least busy instance, on this thread.
+    pub fn infer(&self, inputs: &TensorMap) -> neuropods_core::Result<TensorMap> {
+        let least_busy = (0..self.models.len())
+            .min_by_key(|&i| {
+                self.models
+                    .get(i)
+                    .map_or(usize::MAX, |(_, busy)| busy.load(Ordering::Relaxed))
+            })
+            .unwrap_or(0);
+        self.infer_on(least_busy, inputs)
+    }
+
+    /// Runs `inputs` on instance `index` (a batch runner's own).
+    pub fn infer_on(&self, index: usize, inputs: &TensorMap) -> neuropods_core::Result<TensorMap> {
+        let (model, busy) = self
+            .models
+            .get(index)
+            .ok_or_else(|| neuropods_core::Error::Internal(format!("no instance {index}")))?;
+        busy.fetch_add(1, Ordering::Relaxed);
+        let result = model.infer(inputs);
+        busy.fetch_sub(1, Ordering::Relaxed);
+        result
+    }
+
+    /// How many there are.
+    pub fn len(&self) -> usize {
+        self.models.len()
+    }
+}
+
+/// A model being served.
+pub struct ServedModel {
+    config: ModelConfig,
+    instances: Arc<Instances>,
+    batcher: Option<Batcher>,
+    metrics: Arc<Metrics>,
+}
+
+impl ServedModel {
+    /// Its name, from its config.
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// Its parsed config (specs, platform).
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    /// How many instances serve it.
+    pub fn instances(&self) -> usize {
+        self.instances.len()
+    }
+
+    /// Whether requests to it are batched.
+    pub fn is_batched(&self) -> bool {
+        self.batcher.is_some()
+    }
+
+    /// Runs one request and returns the outputs asked for, in the order
+    /// asked (all outputs, in spec order, if none were named).
+    pub async fn infer(&self, call: InferCall) -> Result<Vec<(String, Tensor)>, RequestError> {
+        let name = self.name();
+        let wanted = self.wanted_outputs(call.outputs)?;
+        let mut outputs = match &self.batcher {
+            Some(batcher) => {
+                // Checked before queueing, so that a bad request fails alone
+                // instead of failing the batch it would have joined.
+                let mut bindings = SymbolBindings::new();
+                validate(
+                    &self.config.input_spec,
+                    &call.inputs,
+                    Direction::Input,
+                    &mut bindings,
+                )
+                .map_err(|e| RequestError::from_core(name, e.into()))?;
+                batcher.infer(call.inputs).await?
+            }
+            None => {
+                let instances = self.instances.clone();
+                let metrics = self.metrics.clone();
+                let model = name.to_string();
+                tokio::task::spawn_blocking(move || {
+                    let start = Instant::now();
+                    let result = instances.infer(&call.inputs);
+                    let rows = call
+                        .inputs
+                        .values()
+                        .next()
+                        .and_then(|t| t.shape().first().copied())
+                        .unwrap_or(1);
+                    metrics.run(&model, rows, &[Duration::ZERO], start.elapsed());
+                    result
+                })
+                .await
+                .map_err(|e| RequestError::internal(format!("model '{name}': {e}")))?
+                .map_err(|e| RequestError::from_core(name, e))?
+            }
+        };
+        wanted
+            .into_iter()
+            .map(|output| match outputs.remove(&output) {
+                Some(tensor) => Ok((output, tensor)),
+                None => Err(RequestError::internal(format!(
+                    "model '{name}' did not return output '{output}'"
+                ))),
+            })
+            .collect()
+    }
+
+    /// The outputs a request names, checked against the spec.
+    fn wanted_outputs(&self, asked: Option<Vec<String>>) -> Result<Vec<String>, RequestError> {
+        let spec = &self.config.output_spec;
+        let Some(asked) = asked else {
+            return Ok(spec.iter().map(|s| s.name.clone()).collect());
+        };
+        for (i, name) in asked.iter().enumerate() {
+            if !spec.iter().any(|s| &s.name == name) {
+                let known: Vec<&str> = spec.iter().map(|s| s.name.as_str()).collect();
+                return Err(RequestError::bad_request(format!(
+                    "model '{}' has no output '{name}' (outputs: {})",
+                    self.name(),
+                    known.join(", ")
+                )));
+            }
+            if asked[..i].contains(name) {
+                return Err(RequestError::bad_request(format!(
+                    "output '{name}' is asked for twice"
+                )));
+            }
+        }
+        Ok(asked)
+    }
+}
+
+/// Every served model, by name.
+pub struct Repository {
+    models: BTreeMap<String, Arc<ServedModel>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Repository {
+    /// Loads each package `settings.instances` times. Fails on the first
+    /// package that does not load, and on two packages of one name.
+    ///
+    /// Batching applies to the models that can take it (see
+    /// [`batch_symbol`]); the others are served unbatched, with a warning
+    /// logged.
+    pub fn load(
+        packages: &[PathBuf],
+        options: &LoadOptions,
+        settings: &ModelSettings,
+    ) -> neuropods_core::Result<Repository> {
+        let metrics = Arc::new(Metrics::default());
+        let mut models = BTreeMap::new();
+        let mut sources: BTreeMap<String, &PathBuf> = BTreeMap::new();
+        for path in packages {
+            let mut loaded = Vec::new();
+            for _ in 0..settings.instances.max(1) {
+                let model = Neuropod::load(path, options).inspect_err(|e| {
+                    tracing::error!("cannot load {}: {e}", path.display());
+                })?;
+                loaded.push((model, AtomicUsize::new(0)));
+            }
+            let config = loaded
+                .first()
+                .map(|(m, _)| m.config().clone())
+                .ok_or_else(|| Error::Internal("no instance to serve".into()))?;
+            if let Some(other) = sources.insert(config.name.clone(), path) {
+                return Err(Error::InvalidOption(format!(
+                    "two packages are named '{}' ({} and {}): model names must be unique",
+                    config.name,
+                    other.display(),
+                    path.display()
+                )));
+            }
+            let instances = Arc::new(Instances { models: loaded });
+            let batcher = match settings.batching {
+                Some(batching) => match batch_symbol(&config) {
+                    Ok(_) => Some(Batcher::start(
+                        config.name.clone(),
+                        instances.clone(),
+                        batching,
+                        metrics.clone(),
+                    )),
+                    Err(why) => {
+                        tracing::warn!("model '{}' is served without batching: {why}", config.name);
+                        None
+                    }
+                },
+                None => None,
+            };
+            let name = config.name.clone();
+            models.insert(
+                name,
+                Arc::new(ServedModel {
+                    config,
+                    instances,
+                    batcher,
+                    metrics: metrics.clone(),
+                }),
+            );
+        }
+        Ok(Repository { models, metrics })
+    }
+
+    /// A model by name and, optionally, version.
+    pub fn get(
+        &self,
+        name: &str,
+        version: Option<&str>,
+    ) -> Result<&Arc<ServedModel>, RequestError> {
+        let model = self.models.get(name).ok_or_else(|| {
+            let known: Vec<&str> = self.models.keys().map(String::as_str).collect();
+            RequestError::not_found(format!(
+                "no model named '{name}' (serving: {})",
+                known.join(", ")
+            ))
+        })?;
+        match version {
+            None | Some("") | Some(MODEL_VERSION) => Ok(model),
+            Some(other) => Err(RequestError::not_found(format!(
+                "model '{name}' has no version '{other}' (versions: {MODEL_VERSION})"
+            ))),
+        }
+    }
+
+    /// Every model, by name.
+    pub fn models(&self) -> impl Iterator<Item = &Arc<ServedModel>> {
+        self.models.values()
+    }
+
+    /// The server's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+}

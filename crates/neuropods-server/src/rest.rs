@@ -1,0 +1,461 @@
+//! The protocol's REST half, over HTTP: health, metadata and inference,
+//! with the binary tensor data extension (a JSON header of
+//! `Inference-Header-Content-Length` bytes, then the tensors' raw bytes),
+//! and `GET /metrics`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use crate::encoding::{
+    datatype_name, json_from_tensor, metadata_shape, parse_datatype, parse_shape, raw_from_tensor,
+    tensor_from_json, tensor_from_raw, wire_shape,
+};
+use crate::error::{FailureKind, RequestError};
+use crate::metrics::Protocol;
+use crate::repository::{InferCall, ServedModel, MODEL_VERSION};
+use crate::ServerState;
+
+/// The header that gives the JSON part's length in a binary request or
+/// response.
+const HEADER_LENGTH: &str = "inference-header-content-length";
+
+/// The REST routes.
+pub fn router(state: Arc<ServerState>) -> Router {
+    Router::new()
+        .route("/v2/health/live", get(live))
+        .route("/v2/health/ready", get(ready))
+        .route("/v2", get(server_metadata))
+        .route("/v2/models/{model}", get(model_metadata))
+        .route(
+            "/v2/models/{model}/versions/{version}",
+            get(model_metadata_version),
+        )
+        .route("/v2/models/{model}/ready", get(model_ready))
+        .route(
+            "/v2/models/{model}/versions/{version}/ready",
+            get(model_ready_version),
+        )
+        .route("/v2/models/{model}/infer", post(infer))
+        .route(
+            "/v2/models/{model}/versions/{version}/infer",
+            post(infer_version),
+        )
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+impl IntoResponse for RequestError {
+    fn into_response(self) -> Response {
+        (self.http_status(), Json(json!({ "error": self.message }))).into_response()
+    }
+}
+
+async fn not_found(request: Request) -> RequestError {
+    RequestError::not_found(format!(
+        "no route for {} {} (the Open Inference Protocol's routes are under /v2)",
+        request.method(),
+        request.uri().path()
+    ))
+}
+
+async fn live() -> Json<Value> {
+    Json(json!({ "live": true }))
+}
+
+async fn ready(State(state): State<Arc<ServerState>>) -> Response {
+    let ready = state.is_ready();
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(json!({ "ready": ready }))).into_response()
+}
+
+async fn server_metadata() -> Json<Value> {
+    Json(crate::server_metadata_json())
+}
+
+fn metadata(model: &ServedModel) -> Value {
+    let tensors = |specs: &[neuropods_core::TensorSpec]| -> Vec<Value> {
+        specs
+            .iter()
+            .map(|s| {
+                json!({
+                    "name": s.name,
+                    "datatype": datatype_name(s.dtype),
+                    "shape": metadata_shape(&s.shape),
+                })
+            })
+            .collect()
+    };
+    json!({
+        "name": model.name(),
+        "versions": [MODEL_VERSION],
+        "platform": model.config().platform.name(),
+        "inputs": tensors(&model.config().input_spec),
+        "outputs": tensors(&model.config().output_spec),
+    })
+}
+
+async fn model_metadata(
+    State(state): State<Arc<ServerState>>,
+    Path(model): Path<String>,
+) -> Result<Json<Value>, RequestError> {
+    Ok(Json(metadata(state.repository.get(&model, None)?)))
+}
+
+async fn model_metadata_version(
+    State(state): State<Arc<ServerState>>,
+    Path((model, version)): Path<(String, String)>,
+) -> Result<Json<Value>, RequestError> {
+    Ok(Json(metadata(
+        state.repository.get(&model, Some(&version))?,
+    )))
+}
+
+fn readiness(
+    state: &ServerState,
+    model: &str,
+    version: Option<&str>,
+) -> Result<Response, RequestError> {
+    let model = state.repository.get(model, version)?;
+    let ready = state.is_ready();
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    Ok((
+        status,
+        Json(json!({ "name": model.name(), "ready": ready })),
+    )
+        .into_response())
+}
+
+async fn model_ready(
+    State(state): State<Arc<ServerState>>,
+    Path(model): Path<String>,
+) -> Result<Response, RequestError> {
+    readiness(&state, &model, None)
+}
+
+async fn model_ready_version(
+    State(state): State<Arc<ServerState>>,
+    Path((model, version)): Path<(String, String)>,
+) -> Result<Response, RequestError> {
+    readiness(&state, &model, Some(&version))
+}
+
+async fn metrics(State(state): State<Arc<ServerState>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.repository.metrics().render(),
+    )
+        .into_response()
+}
+
+async fn infer(
+    State(state): State<Arc<ServerState>>,
+    Path(model): Path<String>,
+    request: Request,
+) -> Response {
+    infer_request(state, model, None, request).await
+}
+
+async fn infer_version(
+    State(state): State<Arc<ServerState>>,
+    Path((model, version)): Path<(String, String)>,
+    request: Request,
+) -> Response {
+    infer_request(state, model, Some(version), request).await
+}
+
+async fn infer_request(
+    state: Arc<ServerState>,
+    model: String,
+    version: Option<String>,
+    request: Request,
+) -> Response {
+    let start = Instant::now();
+    let served = match state.repository.get(&model, version.as_deref()) {
+        Ok(served) => served.clone(),
+        Err(error) => return error.into_response(),
+    };
+    let result = run_infer(&state, &served, request).await;
+    state.repository.metrics().request(
+        served.name(),
+        Protocol::Http,
+        start.elapsed(),
+        result.as_ref().err().map(RequestError::metric_label),
+    );
+    match result {
+        Ok(response) => response,
+        Err(error) => {
+            if error.kind == FailureKind::Internal {
+                tracing::warn!("{}", error.message);
+            } else {
+                tracing::debug!("{}", error.message);
+            }
+            error.into_response()
+        }
+    }
+}
+
+/// An inference request's JSON part.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InferRequestJson {
+    id: Option<String>,
+    #[serde(default)]
+    parameters: Map<String, Value>,
+    inputs: Vec<InputJson>,
+    outputs: Option<Vec<OutputJson>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InputJson {
+    name: String,
+    shape: Vec<i64>,
+    datatype: String,
+    #[serde(default)]
+    parameters: Map<String, Value>,
+    data: Option<Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OutputJson {
+    name: String,
+    #[serde(default)]
+    parameters: Map<String, Value>,
+}
+
+fn bool_parameter(parameters: &Map<String, Value>, key: &str) -> Result<bool, RequestError> {
+    match parameters.get(key) {
+        None => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(other) => Err(RequestError::bad_request(format!(
+            "parameter '{key}' must be true or false, got {other}"
+        ))),
+    }
+}
+
+async fn run_infer(
+    state: &ServerState,
+    model: &ServedModel,
+    request: Request,
+) -> Result<Response, RequestError> {
+    let header_length = header_length(request.headers())?;
+    let body = axum::body::to_bytes(request.into_body(), state.config.max_body_bytes)
+        .await
+        .map_err(|e| {
+            if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>()) {
+                RequestError {
+                    kind: FailureKind::TooLarge,
+                    message: format!(
+                        "the request body is over the server's limit of {} bytes (--max-body-bytes)",
+                        state.config.max_body_bytes
+                    ),
+                }
+            } else {
+                RequestError::bad_request(format!("cannot read the request body: {e}"))
+            }
+        })?;
+    let (json_part, mut binary) = match header_length {
+        Some(length) if length > body.len() => {
+            return Err(RequestError::bad_request(format!(
+                "Inference-Header-Content-Length is {length} but the body has only {} bytes",
+                body.len()
+            )))
+        }
+        Some(length) => (body.slice(..length), body.slice(length..)),
+        None => (body, Bytes::new()),
+    };
+    let request: InferRequestJson = serde_json::from_slice(&json_part)
+        .map_err(|e| RequestError::bad_request(format!("malformed inference request JSON: {e}")))?;
+    let mut inputs = neuropods_core::TensorMap::new();
+    for input in request.inputs {
+        let dtype = parse_datatype(&input.name, &input.datatype)?;
+        let shape = parse_shape(&input.name, &input.shape)?;
+        let tensor = match (input.parameters.get("binary_data_size"), &input.data) {
+            (Some(size), None) => {
+                let size = size
+                    .as_u64()
+                    .and_then(|s| usize::try_from(s).ok())
+                    .ok_or_else(|| {
+                        RequestError::bad_request(format!(
+                        "input '{}': binary_data_size must be a non-negative integer, got {size}",
+                        input.name
+                    ))
+                    })?;
+                if size > binary.len() {
+                    return Err(RequestError::bad_request(format!(
+                        "input '{}': binary_data_size is {size} but only {} bytes of binary data are left",
+                        input.name,
+                        binary.len()
+                    )));
+                }
+                let raw = binary.split_to(size);
+                tensor_from_raw(&input.name, dtype, shape, &raw)?
+            }
+            (None, Some(data)) => tensor_from_json(&input.name, dtype, shape, data)?,
+            (Some(_), Some(_)) => {
+                return Err(RequestError::bad_request(format!(
+                    "input '{}' has both data and binary_data_size",
+                    input.name
+                )))
+            }
+            (None, None) => {
+                return Err(RequestError::bad_request(format!(
+                    "input '{}' has neither data nor binary_data_size",
+                    input.name
+                )))
+            }
+        };
+        if inputs.insert(input.name.clone(), tensor).is_some() {
+            return Err(RequestError::bad_request(format!(
+                "input '{}' is given twice",
+                input.name
+            )));
+        }
+    }
+    if !binary.is_empty() {
+        return Err(RequestError::bad_request(format!(
+            "{} bytes of binary data are not claimed by any input's binary_data_size",
+            binary.len()
+        )));
+    }
+    let all_binary = bool_parameter(&request.parameters, "binary_data_output")?;
+    let (names, binary_outputs) = match request.outputs {
+        Some(outputs) => {
+            let mut names = Vec::with_capacity(outputs.len());
+            let mut binary = Vec::with_capacity(outputs.len());
+            for output in outputs {
+                binary.push(all_binary || bool_parameter(&output.parameters, "binary_data")?);
+                names.push(output.name);
+            }
+            (Some(names), binary)
+        }
+        None => (None, Vec::new()),
+    };
+    let outputs = model
+        .infer(InferCall {
+            inputs,
+            outputs: names,
+        })
+        .await?;
+    let mut header_outputs = Vec::with_capacity(outputs.len());
+    let mut raw_parts = Vec::new();
+    for (i, (name, tensor)) in outputs.iter().enumerate() {
+        let mut output = json!({
+            "name": name,
+            "datatype": datatype_name(tensor.dtype()),
+            "shape": wire_shape(tensor.shape()),
+        });
+        if binary_outputs.get(i).copied().unwrap_or(all_binary) {
+            let raw = raw_from_tensor(tensor);
+            output["parameters"] = json!({ "binary_data_size": raw.len() });
+            raw_parts.push(raw);
+        } else {
+            output["data"] = json_from_tensor(tensor);
+        }
+        header_outputs.push(output);
+    }
+    let mut header = json!({
+        "model_name": model.name(),
+        "model_version": MODEL_VERSION,
+        "outputs": header_outputs,
+    });
+    if let Some(id) = request.id {
+        header["id"] = Value::String(id);
+    }
+    let header = serde_json::to_vec(&header)
+        .map_err(|e| RequestError::internal(format!("cannot encode the response: {e}")))?;
+    if raw_parts.is_empty() {
+        return Ok(([(header::CONTENT_TYPE, "application/json")], header).into_response());
+    }
+    let header_len = header.len();
+    let mut parts = Vec::with_capacity(raw_parts.len() + 1);
+    parts.push(Bytes::from(header));
+    parts.extend(raw_parts);
+    let mut response = Response::new(Body::new(Chunks::new(parts)));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    headers.insert(HEADER_LENGTH, HeaderValue::from(header_len));
+    Ok(response)
+}
+
+fn header_length(headers: &HeaderMap) -> Result<Option<usize>, RequestError> {
+    let Some(value) = headers.get(HEADER_LENGTH) else {
+        return Ok(None);
+    };
+    value
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .map(Some)
+        .ok_or_else(|| {
+            RequestError::bad_request(format!(
+                "Inference-Header-Content-Length must be a byte count, got {value:?}"
+            ))
+        })
+}
+
+/// A response body of several buffers sent one after another, with its
+/// length known up front (a Content-Length, not chunked encoding).
+struct Chunks {
+    parts: std::collections::VecDeque<Bytes>,
+    remaining: u64,
+}
+
+impl Chunks {
+    fn new(parts: Vec<Bytes>) -> Chunks {
+        let remaining = parts.iter().map(|p| p.len() as u64).sum();
+        Chunks {
+            parts: parts.into(),
+            remaining,
+        }
+    }
+}
+
+impl http_body::Body for Chunks {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        let part = self.parts.pop_front();
+        if let Some(part) = &part {
+            self.remaining -= part.len() as u64;
+        }
+        std::task::Poll::Ready(part.map(|p| Ok(http_body::Frame::data(p))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.parts.is_empty()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.remaining)
+    }
+}
