@@ -11,6 +11,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
 bash scripts/build.sh
+# The serving benchmarks' load generator.
+cargo build --release -p neuropods-server --example loadgen
 if [ "${1:-}" = "--quick" ]; then
   # Criterion's test mode: every bench once.
   cargo test --release -p neuropods-core --benches

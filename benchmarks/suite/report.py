@@ -24,6 +24,9 @@ THREAD_SETTINGS = {
     "12": "torch and Neuropods (in the worker too): 1 intra-op thread",
     "13": "framework defaults",
     "14": "framework defaults",
+    "15": "torch: 1 intra-op thread in both servers (neuropods --intra-op-threads 1, the MLServer runtime "
+    "torch.set_num_threads(1)); the load generator: one thread",
+    "16": "torch's defaults (an intra-op thread per core) in both servers; the load generator: one thread",
 }
 
 CASE_TITLES = {
@@ -41,6 +44,8 @@ CASE_TITLES = {
     "12": "Out-of-process execution: 64 MB in and out",
     "13": "Out-of-process execution: load",
     "14": "Out-of-process execution: memory",
+    "15": "Serving: neuropods serve against MLServer, 4-element add",
+    "16": "Serving: dynamic batching",
 }
 
 

@@ -55,13 +55,13 @@ def package_addition(work: str) -> str:
     return path
 
 
-def package_mlp(work: str) -> str:
+def package_mlp(work: str, width: int = MLP_WIDTH, hidden: int = MLP_HIDDEN, name: str = "mlp") -> str:
     torch.manual_seed(0)
-    path = os.path.join(work, "ts_mlp")
+    path = os.path.join(work, f"ts_{name}")
     create_torchscript_neuropod(
-        path, "mlp", module=script(MLP(MLP_WIDTH, MLP_HIDDEN)),
-        input_spec=[{"name": "x", "dtype": "float32", "shape": ("batch", MLP_WIDTH)}],
-        output_spec=[{"name": "out", "dtype": "float32", "shape": ("batch", MLP_WIDTH)}],
+        path, name, module=script(MLP(width, hidden)),
+        input_spec=[{"name": "x", "dtype": "float32", "shape": ("batch", width)}],
+        output_spec=[{"name": "out", "dtype": "float32", "shape": ("batch", width)}],
     )
     return path
 

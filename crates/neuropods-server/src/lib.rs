@@ -165,6 +165,11 @@ impl Server {
         if let Some(listener) = self.http {
             let app = rest::router(self.state.clone());
             let until = stopped_for(stopped.clone());
+            // Small responses go out at once, not after the client's
+            // delayed ACK (Nagle).
+            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
             servers.spawn(async move {
                 axum::serve(listener, app)
                     .with_graceful_shutdown(until)
@@ -178,7 +183,8 @@ impl Server {
                 tonic::transport::Server::builder()
                     .add_service(service)
                     .serve_with_incoming_shutdown(
-                        tonic::transport::server::TcpIncoming::from(listener),
+                        tonic::transport::server::TcpIncoming::from(listener)
+                            .with_nodelay(Some(true)),
                         until,
                     )
                     .await
