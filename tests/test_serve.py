@@ -291,6 +291,29 @@ def test_requested_outputs_only_and_in_order(typed_server, expected, protocol):
         client_infer(client, protocol, "int64_model", REQUESTS["int64_model"], outputs=["nope"])
 
 
+def test_rest_takes_what_other_clients_send(typed_server, expected):
+    """MLServer-style nulls, an empty output list (all outputs), an
+    output's binary_data false winning over binary_data_output, and a
+    compressed body refused by name."""
+    ints = REQUESTS["int64_model"]
+    inputs = [{"name": n, "shape": [3], "datatype": "INT64", "parameters": None, "data": a.tolist()}
+              for n, a in ints.items()]
+    body = json.dumps({"id": None, "parameters": None, "inputs": inputs, "outputs": []}).encode()
+    status, _, answer = http_post(typed_server.url("/v2/models/int64_model/infer"), body)
+    assert status == 200, answer
+    assert [o["name"] for o in json.loads(answer)["outputs"]] == ["out", "total"]
+    body = json.dumps({"inputs": inputs, "parameters": {"binary_data_output": True},
+                       "outputs": [{"name": "total", "parameters": {"binary_data": False}}, {"name": "out"}]}).encode()
+    status, headers, answer = http_post(typed_server.url("/v2/models/int64_model/infer"), body)
+    assert status == 200, answer
+    header = json.loads(answer[:int(headers["Inference-Header-Content-Length"])])
+    assert header["outputs"][0]["data"] == expected["int64_model"]["total"].tolist()
+    assert header["outputs"][1]["parameters"] == {"binary_data_size": 24}
+    status, _, answer = http_post(typed_server.url("/v2/models/int64_model/infer"), b"\x1f\x8b",
+                                  {"Content-Encoding": "gzip"})
+    assert status == 400 and "Content-Encoding \"gzip\" is not supported" in json.loads(answer)["error"]
+
+
 def test_rest_json_takes_nested_data_and_mixed_binary_outputs(typed_server, expected):
     x = REQUESTS["mlp"]["x"]
     body = json.dumps({
@@ -343,7 +366,16 @@ BAD_REST_REQUESTS = {
     "negative dim": (b'{"inputs": [{"name": "x", "shape": [-2], "datatype": "FP32", "data": [1]}]}', 400,
                      "input 'x': shape [-2] has a negative dim"),
     "data count": (b'{"inputs": [{"name": "x", "shape": [3], "datatype": "FP32", "data": [1, 2]}]}', 400,
-                   "input 'x': shape [3] holds 3 elements, data has 2"),
+                   "input 'x': shape holds 3 elements, data has 2"),
+    "data past the count": (b'{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [[1], [2]]}]}',
+                            400, "input 'x': shape holds 1 elements, data has more"),
+    "huge dim, no elements": (b'{"inputs": [{"name": "x", "shape": [4000000000, 0], "datatype": "FP32", "data": []}]}',
+                              400, "input 'x': dim 0 of shape [4000000000, 0] is 4000000000, more than the 4096"),
+    "no inputs": (b'{"inputs": []}', 400, "the request has no inputs"),
+    "unsupported extension": (
+        b'{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}],'
+        b' "outputs": [{"name": "out", "parameters": {"classification": 2}}]}', 400,
+        "output 'out': parameter 'classification' is not supported"),
     "data type": (b'{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": ["a"]}]}', 400,
                   "input 'x': element 0 is \"a\", not a FP32 value"),
     "int range": (b'{"inputs": [{"name": "x", "shape": [1], "datatype": "INT8", "data": [300]}]}', 400,
@@ -529,6 +561,22 @@ def test_dynamic_batching_gives_each_caller_its_rows(serve, mlp_package, bool_pa
         model.close()
 
 
+def test_batching_with_instances_answers_a_request_that_heads_the_next_batch(serve, mlp_package):
+    """Two requests that cannot share a batch (together over the limit),
+    then nothing more: the second heads a batch of its own, on whichever
+    instance is free, without waiting for a third request."""
+    server = serve([mlp_package], "--instances", "2", "--max-batch-size", "8", "--max-queue-delay-us", "20000")
+    x = np.ones((5, 8), np.float32)
+
+    def call(_):
+        return client_infer(server.client("http"), "http", "mlp", {"x": x}).as_numpy("out").shape
+
+    with ThreadPoolExecutor(2) as pool:
+        assert list(pool.map(call, range(2))) == [(5, 4), (5, 4)]
+    with pytest.raises(InferenceServerException, match="a request of 9 rows is over the batch size limit of 8"):
+        client_infer(server.client("http"), "http", "mlp", {"x": np.ones((9, 8), np.float32)})
+
+
 def test_a_failing_batch_fails_only_its_requests(serve, raising, mlp_package):
     server = serve([raising, mlp_package], "--max-batch-size", "16", "--max-queue-delay-us", "20000")
     x = np.ones((2, 8), np.float32)
@@ -631,7 +679,7 @@ def test_startup_errors_are_one_line(addition, tmp_path, case):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         args = [addition, "--http-port", str(taken.getsockname()[1])]
-        words = "cannot listen on 127.0.0.1"
+        words = f"cannot listen for HTTP on 127.0.0.1:{taken.getsockname()[1]}"
     result = subprocess.run([CONSOLE_SCRIPT, "serve", *map(str, args), "--grpc-port", "0"],
                             capture_output=True, text=True, timeout=120)
     if case == "port in use":

@@ -16,7 +16,9 @@ use crate::model::parse_options;
 /// Loads `packages` and serves them until SIGINT or SIGTERM, then drains
 /// the requests in flight and returns. Prints `neuropods serve: HTTP on
 /// ADDR` (and gRPC) to stdout once ready. `max_batch_size` > 0 turns on
-/// dynamic batching for the models that can take it.
+/// dynamic batching for the models that can take it. Once it has run,
+/// SIGTERM no longer ends this process by default (tokio's handler stays):
+/// meant for a process that serves until it exits, as `neuropods serve`.
 #[pyfunction]
 #[pyo3(signature = (
     packages, *, host = "127.0.0.1".to_string(), http_port = Some(8000), grpc_port = Some(8001),
@@ -73,6 +75,8 @@ pub fn serve(
         let repository = py
             .detach(|| Repository::load(&packages, &load, &settings))
             .map_err(|e| to_py(py, e))?;
+        // A Ctrl-C while the models loaded reached only Python's handler.
+        py.check_signals()?;
         py.detach(|| neuropods_server::run_until_signal(repository, config))
             .map_err(|message| raise(py, "NeuropodIOError", message))
     })

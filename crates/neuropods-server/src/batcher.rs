@@ -6,8 +6,10 @@
 //!
 //! A batch is a run of consecutive requests of one signature (input names,
 //! dtypes and shapes past the batch dim): a request that cannot join ends
-//! the batch and heads the next one, so requests start in the order they
-//! arrived and none from one connection overtakes another.
+//! the batch and heads the next one (for whichever runner is free next), so
+//! requests start in the order they arrived and none from one connection
+//! overtakes another. A request of more rows than the batch size limit is
+//! refused, as Triton does.
 
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
@@ -85,11 +87,21 @@ struct Pending {
     reply: oneshot::Sender<Result<TensorMap, RequestError>>,
 }
 
+/// The queue runners take batches from: the channel requests arrive on,
+/// and the request that ended the last batch by not fitting in it, which
+/// heads the next one (whichever runner takes it).
+struct Queue {
+    head: Option<Pending>,
+    arrivals: mpsc::Receiver<Pending>,
+}
+
 /// The batching queue of one model.
 pub struct Batcher {
     model: String,
+    max_batch_size: usize,
     // Dropping it stops the runners once the queue is empty.
-    queue: mpsc::Sender<Pending>,
+    queue: Option<mpsc::Sender<Pending>>,
+    runners: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Batcher {
@@ -100,8 +112,12 @@ impl Batcher {
         settings: BatchSettings,
         metrics: Arc<Metrics>,
     ) -> Batcher {
-        let (queue, receiver) = mpsc::channel::<Pending>();
-        let receiver = Arc::new(Mutex::new(receiver));
+        let (queue, arrivals) = mpsc::channel::<Pending>();
+        let shared = Arc::new(Mutex::new(Queue {
+            head: None,
+            arrivals,
+        }));
+        let mut runners = Vec::new();
         for index in 0..instances.len() {
             let runner = Runner {
                 model: model.clone(),
@@ -109,16 +125,24 @@ impl Batcher {
                 index,
                 settings,
                 metrics: metrics.clone(),
-                queue: receiver.clone(),
+                queue: shared.clone(),
             };
-            let spawned = std::thread::Builder::new()
+            match std::thread::Builder::new()
                 .name(format!("batch-{model}-{index}"))
-                .spawn(move || runner.run());
-            if let Err(e) = spawned {
-                tracing::error!("model '{model}': cannot start batch runner {index}: {e}");
+                .spawn(move || runner.run())
+            {
+                Ok(handle) => runners.push(handle),
+                Err(e) => {
+                    tracing::error!("model '{model}': cannot start batch runner {index}: {e}")
+                }
             }
         }
-        Batcher { model, queue }
+        Batcher {
+            model,
+            max_batch_size: settings.max_batch_size,
+            queue: Some(queue),
+            runners,
+        }
     }
 
     /// Queues validated inputs and waits for their share of a batch's
@@ -131,6 +155,13 @@ impl Batcher {
             .ok_or_else(|| {
                 RequestError::bad_request(format!("model '{}': no inputs given", self.model))
             })?;
+        if rows > self.max_batch_size {
+            return Err(RequestError::bad_request(format!(
+                "model '{}': a request of {rows} rows is over the batch size limit of {} \
+                 (--max-batch-size)",
+                self.model, self.max_batch_size
+            )));
+        }
         let (reply, answer) = oneshot::channel();
         let pending = Pending {
             signature: Signature::of(&inputs),
@@ -139,12 +170,27 @@ impl Batcher {
             queued: Instant::now(),
             reply,
         };
-        self.queue.send(pending).map_err(|_| {
-            RequestError::internal(format!("model '{}' is not running", self.model))
-        })?;
+        let sent = self.queue.as_ref().map(|queue| queue.send(pending));
+        if !matches!(sent, Some(Ok(()))) {
+            return Err(RequestError::internal(format!(
+                "model '{}' is not running",
+                self.model
+            )));
+        }
         answer.await.map_err(|_| {
             RequestError::internal(format!("model '{}': its batch runner stopped", self.model))
         })?
+    }
+}
+
+impl Drop for Batcher {
+    /// Closes the queue and waits for the runners to finish what is queued,
+    /// so that the model's instances are dropped before the server returns.
+    fn drop(&mut self) {
+        self.queue = None;
+        for runner in self.runners.drain(..) {
+            let _ = runner.join();
+        }
     }
 }
 
@@ -155,64 +201,64 @@ struct Runner {
     index: usize,
     settings: BatchSettings,
     metrics: Arc<Metrics>,
-    queue: Arc<Mutex<mpsc::Receiver<Pending>>>,
+    queue: Arc<Mutex<Queue>>,
 }
 
 impl Runner {
     fn run(self) {
-        // A request that could not join the last batch heads the next.
-        let mut carried: Option<Pending> = None;
-        loop {
-            let (batch, next) = match self.collect(carried.take()) {
-                Some(collected) => collected,
-                None => return,
-            };
-            carried = next;
-            self.run_batch(batch);
+        while let Some(batch) = self.collect() {
+            // A panic here would lose this instance for good (and leave the
+            // batch's callers waiting); it fails the batch instead.
+            let callers =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run_batch(batch)));
+            if let Err(payload) = callers {
+                let error = neuropods_core::Error::from_panic(payload);
+                tracing::error!("model '{}': batch runner: {error}", self.model);
+            }
         }
     }
 
-    /// The next batch, and the request that ended it by not fitting; None
-    /// once the queue is closed and empty.
-    fn collect(&self, carried: Option<Pending>) -> Option<(Vec<Pending>, Option<Pending>)> {
+    /// The next batch; None once the queue is closed and empty.
+    fn collect(&self) -> Option<Vec<Pending>> {
         // Holding the lock while collecting: one free runner gathers at a
         // time, the others are running their batches.
-        let queue = self
+        let mut queue = self
             .queue
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let first = match carried {
+        let first = match queue.head.take() {
             Some(first) => first,
-            None => queue.recv().ok()?,
+            None => queue.arrivals.recv().ok()?,
         };
         let deadline = first.queued + self.settings.max_queue_delay;
         let mut rows = first.rows;
         let mut batch = vec![first];
         while rows < self.settings.max_batch_size {
             let wait = deadline.saturating_duration_since(Instant::now());
-            let next = match queue.recv_timeout(wait) {
+            let next = match queue.arrivals.recv_timeout(wait) {
                 Ok(next) => next,
                 Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
             };
             if next.signature != batch[0].signature
                 || rows + next.rows > self.settings.max_batch_size
             {
-                return Some((batch, Some(next)));
+                queue.head = Some(next);
+                break;
             }
             rows += next.rows;
             batch.push(next);
         }
-        Some((batch, None))
+        Some(batch)
     }
 
     fn run_batch(&self, mut batch: Vec<Pending>) {
-        let started = Instant::now();
-        let waits: Vec<Duration> = batch.iter().map(|p| started - p.queued).collect();
         // Callers that went away (client disconnected) need no run.
         batch.retain(|p| !p.reply.is_closed());
         if batch.is_empty() {
             return;
         }
+        let started = Instant::now();
+        let waits: Vec<Duration> = batch.iter().map(|p| started - p.queued).collect();
         let rows: usize = batch.iter().map(|p| p.rows).sum();
         let result = if let [single] = batch.as_slice() {
             self.instances.infer_on(self.index, &single.inputs)
@@ -220,7 +266,7 @@ impl Runner {
             stack(&batch).and_then(|inputs| self.instances.infer_on(self.index, &inputs))
         };
         self.metrics
-            .run(&self.model, rows, &waits, started.elapsed());
+            .run(&self.model, Some((rows, &waits)), started.elapsed());
         match result {
             Ok(outputs) if batch.len() == 1 => {
                 if let Some(pending) = batch.pop() {

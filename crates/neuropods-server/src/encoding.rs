@@ -7,7 +7,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use half::f16;
 use neuropods_core::{Buffer, DType, Dim, Tensor, TensorData};
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::error::RequestError;
 use crate::proto::InferTensorContents;
@@ -39,7 +39,9 @@ pub fn parse_datatype(tensor: &str, datatype: &str) -> Result<DType, RequestErro
         .ok_or_else(|| {
             let known: Vec<&str> = DType::ALL.into_iter().map(datatype_name).collect();
             RequestError::bad_request(format!(
-                "input '{tensor}': datatype '{datatype}' is not one neuropods serves ({})",
+                "input '{}': datatype '{}' is not one neuropods serves ({})",
+                shorten(tensor),
+                shorten(datatype),
                 known.join(", ")
             ))
         })
@@ -55,17 +57,41 @@ pub fn metadata_shape(dims: &[Dim]) -> Vec<i64> {
         .collect()
 }
 
-/// A request's shape for input `tensor`: no dim may be negative.
-pub fn parse_shape(tensor: &str, shape: &[i64]) -> Result<Vec<usize>, RequestError> {
+/// A request's shape for input `tensor`. No dim may be negative, nor
+/// larger than `max_dim`: a tensor can hold no more rows than its request
+/// has bytes, and a huge dim beside a zero one (no elements, so no bytes)
+/// would still size whatever the model builds from it.
+pub fn parse_shape(
+    tensor: &str,
+    shape: &[i64],
+    max_dim: usize,
+) -> Result<Vec<usize>, RequestError> {
+    let shown = || {
+        let head: Vec<String> = shape.iter().take(8).map(i64::to_string).collect();
+        format!(
+            "[{}{}]",
+            head.join(", "),
+            if shape.len() > 8 { ", ..." } else { "" }
+        )
+    };
     shape
         .iter()
-        .map(|&d| usize::try_from(d))
-        .collect::<Result<_, _>>()
-        .map_err(|_| {
-            RequestError::bad_request(format!(
-                "input '{tensor}': shape {shape:?} has a negative dim"
-            ))
+        .enumerate()
+        .map(|(i, &d)| match usize::try_from(d) {
+            Ok(d) if d <= max_dim => Ok(d),
+            Ok(d) => Err(bad_tensor(
+                tensor,
+                format!(
+                    "dim {i} of shape {} is {d}, more than the {max_dim} a request may have",
+                    shown()
+                ),
+            )),
+            Err(_) => Err(bad_tensor(
+                tensor,
+                format!("shape {} has a negative dim", shown()),
+            )),
         })
+        .collect()
 }
 
 /// A shape as the protocol sends it.
@@ -78,7 +104,7 @@ pub fn wire_shape(shape: &[usize]) -> Vec<i64> {
 
 /// Wraps a core error about input `tensor` as the caller's fault.
 fn bad_tensor(tensor: &str, error: impl std::fmt::Display) -> RequestError {
-    RequestError::bad_request(format!("input '{tensor}': {error}"))
+    RequestError::bad_request(format!("input '{}': {error}", shorten(tensor)))
 }
 
 fn element_count(tensor: &str, shape: &[usize]) -> Result<usize, RequestError> {
@@ -187,109 +213,273 @@ pub fn raw_from_tensor(tensor: &Tensor) -> Bytes {
 }
 
 /// Input `tensor` from JSON `data`: a flat or nested array of numbers,
-/// booleans (BOOL) or strings (BYTES), row-major.
+/// booleans (BOOL) or strings (BYTES), row-major. The elements are read
+/// straight into the tensor's element type (never into a tree of JSON
+/// values, which takes 32 bytes an element), and reading stops at the
+/// first element past the shape's count.
 pub fn tensor_from_json(
     tensor: &str,
     dtype: DType,
     shape: Vec<usize>,
-    data: &Value,
+    data: &RawValue,
 ) -> Result<Tensor, RequestError> {
     let count = element_count(tensor, &shape)?;
-    let mut elements = Vec::with_capacity(count.min(1 << 20));
-    flatten(data, &mut elements);
-    if elements.len() != count {
-        return Err(bad_tensor(
-            tensor,
-            format!(
-                "shape {shape:?} holds {count} elements, data has {}",
-                elements.len()
-            ),
-        ));
-    }
-    let wrong = |index: usize, value: &Value| {
-        bad_tensor(
-            tensor,
-            format!(
-                "element {index} is {value}, not a {} value",
-                datatype_name(dtype)
-            ),
-        )
-    };
-    macro_rules! numbers {
-        ($t:ty, $get:expr) => {{
-            let values: Vec<$t> = elements
-                .iter()
-                .enumerate()
-                .map(|(i, v)| $get(v).ok_or_else(|| wrong(i, v)))
-                .collect::<Result<_, _>>()?;
+    macro_rules! read {
+        ($t:ty, $convert:expr) => {{
+            let values: Vec<$t> = read_elements(tensor, dtype, count, data, $convert)?;
             Tensor::from_vec(shape, values)
         }};
     }
-    let int = |v: &Value| v.as_i64();
-    let uint = |v: &Value| v.as_u64();
     let result = match dtype {
-        DType::Bool => numbers!(bool, |v: &Value| v.as_bool()),
-        DType::Int8 => numbers!(i8, |v| int(v).and_then(|n| i8::try_from(n).ok())),
-        DType::Int16 => numbers!(i16, |v| int(v).and_then(|n| i16::try_from(n).ok())),
-        DType::Int32 => numbers!(i32, |v| int(v).and_then(|n| i32::try_from(n).ok())),
-        DType::Int64 => numbers!(i64, int),
-        DType::Uint8 => numbers!(u8, |v| uint(v).and_then(|n| u8::try_from(n).ok())),
-        DType::Uint16 => numbers!(u16, |v| uint(v).and_then(|n| u16::try_from(n).ok())),
-        DType::Uint32 => numbers!(u32, |v| uint(v).and_then(|n| u32::try_from(n).ok())),
-        DType::Uint64 => numbers!(u64, uint),
-        DType::Float16 => numbers!(f16, |v: &Value| v.as_f64().map(f16::from_f64)),
-        DType::Float32 => numbers!(f32, |v: &Value| v.as_f64().map(|x| x as f32)),
-        DType::Float64 => numbers!(f64, |v: &Value| v.as_f64()),
+        DType::Bool => read!(bool, |e| match e {
+            Scalar::Bool(b) => Some(b),
+            _ => None,
+        }),
+        DType::Int8 => read!(i8, |e| e.as_i64().and_then(|n| i8::try_from(n).ok())),
+        DType::Int16 => read!(i16, |e| e.as_i64().and_then(|n| i16::try_from(n).ok())),
+        DType::Int32 => read!(i32, |e| e.as_i64().and_then(|n| i32::try_from(n).ok())),
+        DType::Int64 => read!(i64, |e| e.as_i64()),
+        DType::Uint8 => read!(u8, |e| e.as_u64().and_then(|n| u8::try_from(n).ok())),
+        DType::Uint16 => read!(u16, |e| e.as_u64().and_then(|n| u16::try_from(n).ok())),
+        DType::Uint32 => read!(u32, |e| e.as_u64().and_then(|n| u32::try_from(n).ok())),
+        DType::Uint64 => read!(u64, |e| e.as_u64()),
+        DType::Float16 => read!(f16, |e| e.as_f64().map(f16::from_f64)),
+        DType::Float32 => read!(f32, |e| e.as_f64().map(|x| x as f32)),
+        DType::Float64 => read!(f64, |e| e.as_f64()),
         DType::String => {
-            let strings = elements
-                .iter()
-                .enumerate()
-                .map(|(i, v)| v.as_str().map(str::to_owned).ok_or_else(|| wrong(i, v)))
-                .collect::<Result<_, _>>()?;
+            let strings = read_elements(tensor, dtype, count, data, |e| match e {
+                Scalar::Str(s) => Some(s),
+                _ => None,
+            })?;
             Tensor::from_strings(shape, strings)
         }
     };
     result.map_err(|e| bad_tensor(tensor, e))
 }
 
-fn flatten<'a>(value: &'a Value, out: &mut Vec<&'a Value>) {
-    match value {
-        Value::Array(items) => items.iter().for_each(|item| flatten(item, out)),
-        other => out.push(other),
+/// One JSON element.
+enum Scalar {
+    Bool(bool),
+    Int(i64),
+    Uint(u64),
+    Float(f64),
+    Str(String),
+    Null,
+}
+
+impl Scalar {
+    fn as_i64(&self) -> Option<i64> {
+        match *self {
+            Scalar::Int(n) => Some(n),
+            Scalar::Uint(n) => i64::try_from(n).ok(),
+            _ => None,
+        }
+    }
+
+    fn as_u64(&self) -> Option<u64> {
+        match *self {
+            Scalar::Int(n) => u64::try_from(n).ok(),
+            Scalar::Uint(n) => Some(n),
+            _ => None,
+        }
+    }
+
+    fn as_f64(&self) -> Option<f64> {
+        match *self {
+            Scalar::Int(n) => Some(n as f64),
+            Scalar::Uint(n) => Some(n as f64),
+            Scalar::Float(x) => Some(x),
+            _ => None,
+        }
     }
 }
 
-/// An output as a flat JSON array.
-pub fn json_from_tensor(tensor: &Tensor) -> Value {
-    macro_rules! numbers {
-        ($t:ty, $map:expr) => {
-            tensor
-                .as_slice::<$t>()
-                .map(|s| s.iter().map($map).collect())
-                .unwrap_or_default()
-        };
+impl std::fmt::Display for Scalar {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Scalar::Bool(b) => write!(f, "{b}"),
+            Scalar::Int(n) => write!(f, "{n}"),
+            Scalar::Uint(n) => write!(f, "{n}"),
+            Scalar::Float(x) => write!(f, "{x}"),
+            Scalar::Str(s) => write!(f, "{:?}", shorten(s)),
+            Scalar::Null => f.write_str("null"),
+        }
     }
-    let values: Vec<Value> = match tensor.dtype() {
-        DType::Bool => numbers!(bool, |&b| Value::Bool(b)),
-        DType::Int8 => numbers!(i8, |&n| Value::from(n)),
-        DType::Int16 => numbers!(i16, |&n| Value::from(n)),
-        DType::Int32 => numbers!(i32, |&n| Value::from(n)),
-        DType::Int64 => numbers!(i64, |&n| Value::from(n)),
-        DType::Uint8 => numbers!(u8, |&n| Value::from(n)),
-        DType::Uint16 => numbers!(u16, |&n| Value::from(n)),
-        DType::Uint32 => numbers!(u32, |&n| Value::from(n)),
-        DType::Uint64 => numbers!(u64, |&n| Value::from(n)),
-        DType::Float16 => numbers!(f16, |&x| Value::from(f64::from(x))),
-        DType::Float32 => numbers!(f32, |&x| Value::from(f64::from(x))),
-        DType::Float64 => numbers!(f64, |&x| Value::from(x)),
-        DType::String => tensor
-            .strings()
-            .unwrap_or_default()
-            .iter()
-            .map(|s| Value::String(s.clone()))
-            .collect(),
+}
+
+/// At most 40 characters of a value a client sent, for error messages.
+pub fn shorten(text: &str) -> String {
+    match text.char_indices().nth(40) {
+        Some((cut, _)) => format!("{}...", &text[..cut]),
+        None => text.to_string(),
+    }
+}
+
+/// Reads the elements of nested JSON arrays, in order, converting each.
+fn read_elements<T>(
+    tensor: &str,
+    dtype: DType,
+    count: usize,
+    data: &RawValue,
+    convert: impl Fn(Scalar) -> Option<T>,
+) -> Result<Vec<T>, RequestError> {
+    let mut values = Vec::with_capacity(count.min(data.get().len() / 2 + 1));
+    let mut failure: Option<String> = None;
+    let mut sink = |element: Scalar| -> bool {
+        if values.len() == count {
+            failure = Some(format!("shape holds {count} elements, data has more"));
+            return false;
+        }
+        let shown = element.to_string();
+        match convert(element) {
+            Some(value) => {
+                values.push(value);
+                true
+            }
+            None => {
+                failure = Some(format!(
+                    "element {} is {shown}, not a {} value",
+                    values.len(),
+                    datatype_name(dtype)
+                ));
+                false
+            }
+        }
     };
-    Value::Array(values)
+    let mut reader = serde_json::Deserializer::from_str(data.get());
+    let read = serde::de::DeserializeSeed::deserialize(Elements { sink: &mut sink }, &mut reader);
+    if let Some(failure) = failure {
+        return Err(bad_tensor(tensor, failure));
+    }
+    read.map_err(|e| bad_tensor(tensor, format!("data: {e}")))?;
+    if values.len() != count {
+        return Err(bad_tensor(
+            tensor,
+            format!("shape holds {count} elements, data has {}", values.len()),
+        ));
+    }
+    Ok(values)
+}
+
+/// Walks nested arrays, handing each element to `sink` (false: stop).
+struct Elements<'s, F: FnMut(Scalar) -> bool> {
+    sink: &'s mut F,
+}
+
+impl<'de, F: FnMut(Scalar) -> bool> serde::de::DeserializeSeed<'de> for Elements<'_, F> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, reader: D) -> Result<(), D::Error> {
+        reader.deserialize_any(self)
+    }
+}
+
+impl<'de, F: FnMut(Scalar) -> bool> serde::de::Visitor<'de> for Elements<'_, F> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an array of numbers, booleans or strings")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut items: A) -> Result<(), A::Error> {
+        while items
+            .next_element_seed(Elements {
+                sink: &mut *self.sink,
+            })?
+            .is_some()
+        {}
+        Ok(())
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<(), E> {
+        self.push(Scalar::Bool(v))
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<(), E> {
+        self.push(Scalar::Int(v))
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<(), E> {
+        self.push(Scalar::Uint(v))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<(), E> {
+        self.push(Scalar::Float(v))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<(), E> {
+        self.push(Scalar::Str(v.to_string()))
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
+        self.push(Scalar::Null)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, _: A) -> Result<(), A::Error> {
+        Err(serde::de::Error::custom(
+            "an object where an element was expected",
+        ))
+    }
+}
+
+impl<F: FnMut(Scalar) -> bool> Elements<'_, F> {
+    fn push<E: serde::de::Error>(self, element: Scalar) -> Result<(), E> {
+        if (self.sink)(element) {
+            Ok(())
+        } else {
+            // The sink kept the reason; this only stops the reader.
+            Err(E::custom("stopped"))
+        }
+    }
+}
+
+/// An output's elements as a flat JSON array, written straight from the
+/// tensor's memory (aligned or not).
+pub struct JsonElements<'a>(pub &'a Tensor);
+
+impl serde::Serialize for JsonElements<'_> {
+    fn serialize<S: serde::Serializer>(&self, out: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let tensor = self.0;
+        let mut seq = out.serialize_seq(Some(tensor.numel()))?;
+        match tensor.data() {
+            TensorData::Strings(strings) => {
+                for s in strings.iter() {
+                    seq.serialize_element(s)?;
+                }
+            }
+            TensorData::Numeric(buffer) => {
+                macro_rules! each {
+                    ($t:ty, $map:expr) => {
+                        for chunk in buffer.chunks_exact(std::mem::size_of::<$t>()) {
+                            let value = <$t>::from_le_bytes(chunk.try_into().unwrap_or_default());
+                            seq.serialize_element(&$map(value))?;
+                        }
+                    };
+                }
+                match tensor.dtype() {
+                    DType::Bool => {
+                        for &byte in buffer.iter() {
+                            seq.serialize_element(&(byte != 0))?;
+                        }
+                    }
+                    DType::Int8 => each!(i8, |v| v),
+                    DType::Int16 => each!(i16, |v| v),
+                    DType::Int32 => each!(i32, |v| v),
+                    DType::Int64 => each!(i64, |v| v),
+                    DType::Uint8 => each!(u8, |v| v),
+                    DType::Uint16 => each!(u16, |v| v),
+                    DType::Uint32 => each!(u32, |v| v),
+                    DType::Uint64 => each!(u64, |v| v),
+                    DType::Float16 => each!(f16, f32::from),
+                    DType::Float32 => each!(f32, |v| v),
+                    DType::Float64 => each!(f64, |v| v),
+                    DType::String => {}
+                }
+            }
+        }
+        seq.end()
+    }
 }
 
 /// Input `tensor` from gRPC's typed contents. Each datatype reads the one
@@ -418,17 +608,85 @@ mod tests {
         }
     }
 
+    fn raw(value: serde_json::Value) -> Box<RawValue> {
+        serde_json::value::to_raw_value(&value).unwrap()
+    }
+
+    fn json_of(tensor: &Tensor) -> serde_json::Value {
+        serde_json::to_value(JsonElements(tensor)).unwrap()
+    }
+
     #[test]
     fn json_data_may_be_nested_or_flat() {
         for data in [json!([[1, 2], [3, 4]]), json!([1, 2, 3, 4])] {
-            let tensor = tensor_from_json("x", DType::Int16, vec![2, 2], &data).unwrap();
+            let tensor = tensor_from_json("x", DType::Int16, vec![2, 2], &raw(data)).unwrap();
             assert_eq!(tensor.as_slice::<i16>().unwrap(), &[1, 2, 3, 4]);
-            assert_eq!(json_from_tensor(&tensor), json!([1, 2, 3, 4]));
+            assert_eq!(json_of(&tensor), json!([1, 2, 3, 4]));
         }
-        let half = tensor_from_json("h", DType::Float16, vec![2], &json!([1.5, -2])).unwrap();
-        assert_eq!(json_from_tensor(&half), json!([1.5, -2.0]));
-        let flags = tensor_from_json("b", DType::Bool, vec![2], &json!([true, false])).unwrap();
-        assert_eq!(json_from_tensor(&flags), json!([true, false]));
+        let half = tensor_from_json("h", DType::Float16, vec![2], &raw(json!([1.5, -2]))).unwrap();
+        assert_eq!(json_of(&half), json!([1.5, -2.0]));
+        let flags =
+            tensor_from_json("b", DType::Bool, vec![2], &raw(json!([true, false]))).unwrap();
+        assert_eq!(json_of(&flags), json!([true, false]));
+        let words = tensor_from_json("w", DType::String, vec![1], &raw(json!(["é"]))).unwrap();
+        assert_eq!(json_of(&words), json!(["é"]));
+    }
+
+    #[test]
+    fn json_outputs_are_read_from_unaligned_memory_too() {
+        let bytes = [0u8, 1, 0, 0, 0, 2, 0, 0, 0];
+        let buffer = Buffer::copy_from_slice(&bytes).slice(1..9).unwrap();
+        let tensor = Tensor::from_buffer(DType::Int32, vec![2], buffer).unwrap();
+        assert_eq!(json_of(&tensor), json!([1, 2]));
+    }
+
+    #[test]
+    fn json_reading_stops_at_the_first_extra_element() {
+        let error = tensor_from_json(
+            "x",
+            DType::Float32,
+            vec![2],
+            &raw(json!([1, 2, 3, "not read"])),
+        )
+        .unwrap_err();
+        assert!(
+            error
+                .message
+                .contains("shape holds 2 elements, data has more"),
+            "{}",
+            error.message
+        );
+        let error =
+            tensor_from_json("x", DType::Float32, vec![2], &raw(json!({"a": 1}))).unwrap_err();
+        assert!(
+            error
+                .message
+                .contains("an object where an element was expected"),
+            "{}",
+            error.message
+        );
+    }
+
+    #[test]
+    fn shapes_are_bounded() {
+        assert_eq!(parse_shape("x", &[2, 0], 10).unwrap(), vec![2, 0]);
+        let error = parse_shape("x", &[4_000_000_000, 0], 1 << 20).unwrap_err();
+        assert!(
+            error
+                .message
+                .contains("dim 0 of shape [4000000000, 0] is 4000000000"),
+            "{}",
+            error.message
+        );
+        let long: Vec<i64> = (0..100).map(|i| -i).collect();
+        let error = parse_shape("x", &long, 10).unwrap_err();
+        assert!(
+            error
+                .message
+                .contains("[0, -1, -2, -3, -4, -5, -6, -7, ...] has a negative dim"),
+            "{}",
+            error.message
+        );
     }
 
     #[test]
@@ -453,7 +711,7 @@ mod tests {
         ];
         for (dtype, data, words) in cases {
             let count = data.as_array().map_or(0, Vec::len);
-            let error = tensor_from_json("t", dtype, vec![count], &data).unwrap_err();
+            let error = tensor_from_json("t", dtype, vec![count], &raw(data)).unwrap_err();
             assert!(error.message.contains(words), "{}", error.message);
         }
     }

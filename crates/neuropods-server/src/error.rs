@@ -29,12 +29,25 @@ pub struct RequestError {
     pub message: String,
 }
 
+/// Longest message sent back: names and values a client sent are echoed
+/// in messages, and a gRPC status travels in a header that clients cap.
+const MAX_MESSAGE: usize = 2000;
+
+fn capped(message: impl Into<String>) -> String {
+    let mut message = message.into();
+    if let Some((cut, _)) = message.char_indices().nth(MAX_MESSAGE) {
+        message.truncate(cut);
+        message.push_str("...");
+    }
+    message
+}
+
 impl RequestError {
     /// The caller's fault.
     pub fn bad_request(message: impl Into<String>) -> Self {
         RequestError {
             kind: FailureKind::BadRequest,
-            message: message.into(),
+            message: capped(message),
         }
     }
 
@@ -42,7 +55,7 @@ impl RequestError {
     pub fn not_found(message: impl Into<String>) -> Self {
         RequestError {
             kind: FailureKind::NotFound,
-            message: message.into(),
+            message: capped(message),
         }
     }
 
@@ -50,7 +63,7 @@ impl RequestError {
     pub fn internal(message: impl Into<String>) -> Self {
         RequestError {
             kind: FailureKind::Internal,
-            message: message.into(),
+            message: capped(message),
         }
     }
 

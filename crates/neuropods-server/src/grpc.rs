@@ -123,7 +123,7 @@ impl GrpcInferenceService for Service {
             .get(&request.model_name, version(&request.model_version))
             .map_err(|e| e.grpc_status())?
             .clone();
-        let result = infer(&model, request).await;
+        let result = infer(&model, request, self.state.config.max_body_bytes).await;
         self.state.repository.metrics().request(
             model.name(),
             Protocol::Grpc,
@@ -147,7 +147,11 @@ impl GrpcInferenceService for Service {
 async fn infer(
     model: &ServedModel,
     request: ModelInferRequest,
+    max_dim: usize,
 ) -> Result<ModelInferResponse, RequestError> {
+    if request.inputs.is_empty() {
+        return Err(RequestError::bad_request("the request has no inputs"));
+    }
     let raw = &request.raw_input_contents;
     if !raw.is_empty() && raw.len() != request.inputs.len() {
         return Err(RequestError::bad_request(format!(
@@ -159,7 +163,7 @@ async fn infer(
     let mut inputs = neuropods_core::TensorMap::new();
     for (i, input) in request.inputs.into_iter().enumerate() {
         let dtype = parse_datatype(&input.name, &input.datatype)?;
-        let shape = parse_shape(&input.name, &input.shape)?;
+        let shape = parse_shape(&input.name, &input.shape, max_dim)?;
         let tensor = match (raw.get(i), &input.contents) {
             (Some(raw), None) => tensor_from_raw(&input.name, dtype, shape, raw)?,
             (None, Some(contents)) => tensor_from_contents(&input.name, dtype, shape, contents)?,

@@ -109,19 +109,28 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds the configured ports. Must run inside a tokio runtime.
+    /// Binds the configured ports. Must run inside a tokio runtime. The
+    /// error names the protocol and address that could not be bound.
     pub async fn bind(repository: Repository, config: ServerConfig) -> std::io::Result<Server> {
-        let listen = |port: Option<u16>| {
+        let listen = |protocol: &'static str, port: Option<u16>| {
             let host = config.host.clone();
             async move {
-                match port {
-                    Some(port) => TcpListener::bind((host.as_str(), port)).await.map(Some),
-                    None => Ok(None),
-                }
+                let Some(port) = port else {
+                    return Ok(None);
+                };
+                TcpListener::bind((host.as_str(), port))
+                    .await
+                    .map(Some)
+                    .map_err(|e| {
+                        std::io::Error::new(
+                            e.kind(),
+                            format!("cannot listen for {protocol} on {host}:{port}: {e}"),
+                        )
+                    })
             }
         };
-        let http = listen(config.http_port).await?;
-        let grpc = listen(config.grpc_port).await?;
+        let http = listen("HTTP", config.http_port).await?;
+        let grpc = listen("gRPC", config.grpc_port).await?;
         Ok(Server {
             state: Arc::new(ServerState {
                 repository,
@@ -228,29 +237,42 @@ pub fn init_logging() {
         .try_init();
 }
 
-/// Resolves on the first SIGINT (Ctrl-C) or SIGTERM. A second one ends the
-/// process at once.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut interrupt), Ok(mut terminate)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
-        tracing::error!("cannot listen for SIGINT/SIGTERM: stop the server with SIGKILL");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = interrupt.recv() => {}
-        _ = terminate.recv() => {}
+/// SIGINT (Ctrl-C) and SIGTERM, listened for from the moment this is made
+/// (before the server says it is ready, so that no signal sent after that
+/// is missed). Once made, they no longer end the process by themselves;
+/// in a Python process, Python's own SIGINT handler still runs too.
+struct ShutdownSignals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    fn listen() -> std::io::Result<ShutdownSignals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(ShutdownSignals {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+        })
     }
-    tokio::spawn(async move {
+
+    /// Resolves on the first signal. A second one ends the process at once
+    /// (`_exit`: no destructors, which could crash under a model still
+    /// running).
+    async fn first(mut self) {
         tokio::select! {
-            _ = interrupt.recv() => {}
-            _ = terminate.recv() => {}
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
         }
-        tracing::warn!("second signal: exiting without waiting for requests in flight");
-        std::process::exit(130);
-    });
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = self.interrupt.recv() => {}
+                _ = self.terminate.recv() => {}
+            }
+            tracing::warn!("second signal: exiting without waiting for requests in flight");
+            // SAFETY: _exit ends the process; nothing runs after it.
+            unsafe { libc::_exit(130) };
+        });
+    }
 }
 
 /// Serves `repository` until SIGINT or SIGTERM, then drains and returns.
@@ -263,10 +285,11 @@ pub fn run_until_signal(repository: Repository, config: ServerConfig) -> Result<
         .build()
         .map_err(|e| format!("cannot start the server's runtime: {e}"))?;
     runtime.block_on(async move {
-        let host = config.host.clone();
+        let signals = ShutdownSignals::listen()
+            .map_err(|e| format!("cannot listen for SIGINT and SIGTERM: {e}"))?;
         let server = Server::bind(repository, config)
             .await
-            .map_err(|e| format!("cannot listen on {host}: {e}"))?;
+            .map_err(|e| e.to_string())?;
         for model in server.state.repository.models() {
             tracing::info!(
                 "serving model '{}' ({}, {} instance(s){})",
@@ -285,7 +308,7 @@ pub fn run_until_signal(repository: Repository, config: ServerConfig) -> Result<
         use std::io::Write;
         let _ = std::io::stdout().flush();
         server
-            .run(shutdown_signal())
+            .run(signals.first())
             .await
             .map_err(|e| format!("server failed: {e}"))
     })?;

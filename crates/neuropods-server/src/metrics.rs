@@ -1,7 +1,7 @@
 //! Prometheus metrics, served at `GET /metrics` in Prometheus' text format:
 //! per model and protocol, requests, failures (client or server fault) and
-//! request latency; per model, batch sizes, time spent queued for a batch
-//! and time spent running the model.
+//! request latency; per model, time spent running the model and, for
+//! batched models, batch sizes and time spent queued for a batch.
 
 use std::time::Duration;
 
@@ -55,9 +55,9 @@ fn seconds_histogram() -> Histogram {
     Histogram::new(exponential_buckets(50e-6, 2.0, 20))
 }
 
-/// Rows per model run, 1 to 1024.
+/// Rows or requests per batch, 1 to 16384.
 fn rows_histogram() -> Histogram {
-    Histogram::new(exponential_buckets(1.0, 2.0, 11))
+    Histogram::new(exponential_buckets(1.0, 2.0, 15))
 }
 
 /// The server's metrics.
@@ -99,22 +99,22 @@ impl Default for Metrics {
         );
         registry.register(
             "batch_size_rows",
-            "Rows (first-dim entries) per model run",
+            "Rows (first-dim entries) per batch",
             batch_rows.clone(),
         );
         registry.register(
             "batch_size_requests",
-            "Requests per model run",
+            "Requests per batch",
             batch_requests.clone(),
         );
         registry.register(
             "queue_duration_seconds",
-            "Time a request waited before its model run started",
+            "Time a request waited before its batch started",
             queue_time.clone(),
         );
         registry.register(
             "run_duration_seconds",
-            "Time the model took to run one batch (or one unbatched request)",
+            "Time the model took to run one batch or one unbatched request",
             run_time.clone(),
         );
         Metrics {
@@ -158,19 +158,21 @@ impl Metrics {
         }
     }
 
-    /// Records one model run: how many requests and rows it took, how long
-    /// each request had waited for it, and how long it ran.
-    pub fn run(&self, model: &str, rows: usize, waits: &[Duration], took: Duration) {
+    /// Records one model run: how long it ran and, for a batch, how many
+    /// rows it took and how long each of its requests had waited for it.
+    pub fn run(&self, model: &str, batch: Option<(usize, &[Duration])>, took: Duration) {
         let labels = ModelLabels {
             model: model.to_string(),
         };
-        self.batch_rows.get_or_create(&labels).observe(rows as f64);
-        self.batch_requests
-            .get_or_create(&labels)
-            .observe(waits.len() as f64);
-        let queue = self.queue_time.get_or_create(&labels);
-        for wait in waits {
-            queue.observe(wait.as_secs_f64());
+        if let Some((rows, waits)) = batch {
+            self.batch_rows.get_or_create(&labels).observe(rows as f64);
+            self.batch_requests
+                .get_or_create(&labels)
+                .observe(waits.len() as f64);
+            let queue = self.queue_time.get_or_create(&labels);
+            for wait in waits {
+                queue.observe(wait.as_secs_f64());
+            }
         }
         self.run_time
             .get_or_create(&labels)

@@ -90,13 +90,30 @@ impl Instances {
     }
 }
 
-/// Unbatched calls of a model whose recent calls took less than this run
-/// on the async thread that decoded the request instead of tokio's
-/// blocking pool: that saves two hand-offs between threads (measured: 100
-/// -> 43 us of server time per 4-element add at one client), and a worker
-/// thread held this long delays other requests little. Slower models, and
-/// every model until its first call has been timed, use the blocking pool.
+/// Unbatched calls of an in-process model whose recent calls took less
+/// than this, with inputs of at most [`RUN_INLINE_MAX_BYTES`], run on the
+/// async thread that decoded the request instead of tokio's blocking pool:
+/// that saves two hand-offs between threads (measured: 100 -> 43 us of
+/// server time per 4-element add at one client), and a worker thread held
+/// this long delays other requests little. Slower models, large inputs,
+/// models in worker processes (whose call may wait for a busy or hung
+/// worker), and every model until its first call has been timed, use the
+/// blocking pool.
 const RUN_INLINE_BELOW: Duration = Duration::from_micros(100);
+const RUN_INLINE_MAX_BYTES: usize = 64 << 10;
+
+/// Unbatched calls of one model in flight at once, per instance and core.
+const CALLS_PER_INSTANCE_AND_CORE: usize = 4;
+
+fn input_bytes(inputs: &TensorMap) -> usize {
+    inputs
+        .values()
+        .map(|t| match t.data() {
+            neuropods_core::TensorData::Numeric(b) => b.len(),
+            neuropods_core::TensorData::Strings(s) => s.iter().map(|s| s.len() + 16).sum(),
+        })
+        .sum()
+}
 
 /// A running mean of a model's recent run times (about the last 8).
 struct RecentRunTime(AtomicU64);
@@ -125,6 +142,8 @@ impl RecentRunTime {
 pub struct ServedModel {
     config: ModelConfig,
     recent_run_nanos: Arc<RecentRunTime>,
+    out_of_process: bool,
+    calls: tokio::sync::Semaphore,
     instances: Arc<Instances>,
     batcher: Option<Batcher>,
     metrics: Arc<Metrics>,
@@ -171,6 +190,14 @@ impl ServedModel {
                 batcher.infer(call.inputs).await?
             }
             None => {
+                // Blocking-pool threads stay bounded however many requests
+                // come: the rest wait here, costing no thread.
+                let _permit = self.calls.acquire().await.map_err(|_| {
+                    RequestError::internal(format!("model '{name}' is shutting down"))
+                })?;
+                let inline = !self.out_of_process
+                    && self.recent_run_nanos.is_below(RUN_INLINE_BELOW)
+                    && input_bytes(&call.inputs) <= RUN_INLINE_MAX_BYTES;
                 let instances = self.instances.clone();
                 let metrics = self.metrics.clone();
                 let recent = self.recent_run_nanos.clone();
@@ -179,17 +206,11 @@ impl ServedModel {
                     let start = Instant::now();
                     let result = instances.infer(&call.inputs);
                     let took = start.elapsed();
-                    let rows = call
-                        .inputs
-                        .values()
-                        .next()
-                        .and_then(|t| t.shape().first().copied())
-                        .unwrap_or(1);
-                    metrics.run(&model, rows, &[Duration::ZERO], took);
+                    metrics.run(&model, None, took);
                     recent.record(took);
                     result
                 };
-                let result = if self.recent_run_nanos.is_below(RUN_INLINE_BELOW) {
+                let result = if inline {
                     run()
                 } else {
                     tokio::task::spawn_blocking(run)
@@ -256,6 +277,7 @@ impl Repository {
         let metrics = Arc::new(Metrics::default());
         let mut models = BTreeMap::new();
         let mut sources: BTreeMap<String, &PathBuf> = BTreeMap::new();
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         for path in packages {
             let mut loaded = Vec::new();
             for _ in 0..settings.instances.max(1) {
@@ -298,6 +320,10 @@ impl Repository {
                 Arc::new(ServedModel {
                     config,
                     recent_run_nanos: Arc::new(RecentRunTime(AtomicU64::new(RecentRunTime::NONE))),
+                    out_of_process: options.use_ope,
+                    calls: tokio::sync::Semaphore::new(
+                        instances.len() * cores * CALLS_PER_INSTANCE_AND_CORE,
+                    ),
                     instances,
                     batcher,
                     metrics: metrics.clone(),
@@ -316,14 +342,16 @@ impl Repository {
         let model = self.models.get(name).ok_or_else(|| {
             let known: Vec<&str> = self.models.keys().map(String::as_str).collect();
             RequestError::not_found(format!(
-                "no model named '{name}' (serving: {})",
+                "no model named '{}' (serving: {})",
+                crate::encoding::shorten(name),
                 known.join(", ")
             ))
         })?;
         match version {
             None | Some("") | Some(MODEL_VERSION) => Ok(model),
             Some(other) => Err(RequestError::not_found(format!(
-                "model '{name}' has no version '{other}' (versions: {MODEL_VERSION})"
+                "model '{name}' has no version '{}' (versions: {MODEL_VERSION})",
+                crate::encoding::shorten(other)
             ))),
         }
     }

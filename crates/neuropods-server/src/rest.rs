@@ -12,12 +12,13 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
 use crate::encoding::{
-    datatype_name, json_from_tensor, metadata_shape, parse_datatype, parse_shape, raw_from_tensor,
-    tensor_from_json, tensor_from_raw, wire_shape,
+    datatype_name, metadata_shape, parse_datatype, parse_shape, raw_from_tensor, shorten,
+    tensor_from_json, tensor_from_raw, wire_shape, JsonElements,
 };
 use crate::error::{FailureKind, RequestError};
 use crate::metrics::Protocol;
@@ -215,44 +216,90 @@ async fn infer_request(
     }
 }
 
-/// An inference request's JSON part.
+/// An inference request's JSON part. `data` stays raw text until the
+/// datatype and shape are known, then is read straight into the tensor.
+/// `null` stands for an absent field, as MLServer's clients send it.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct InferRequestJson {
+struct InferRequestJson<'a> {
     id: Option<String>,
-    #[serde(default)]
-    parameters: Map<String, Value>,
-    inputs: Vec<InputJson>,
+    parameters: Option<Map<String, Value>>,
+    #[serde(borrow)]
+    inputs: Vec<InputJson<'a>>,
     outputs: Option<Vec<OutputJson>>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct InputJson {
+struct InputJson<'a> {
     name: String,
     shape: Vec<i64>,
     datatype: String,
-    #[serde(default)]
-    parameters: Map<String, Value>,
-    data: Option<Value>,
+    parameters: Option<Map<String, Value>>,
+    #[serde(borrow)]
+    data: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct OutputJson {
     name: String,
-    #[serde(default)]
-    parameters: Map<String, Value>,
+    parameters: Option<Map<String, Value>>,
 }
 
-fn bool_parameter(parameters: &Map<String, Value>, key: &str) -> Result<bool, RequestError> {
-    match parameters.get(key) {
-        None => Ok(false),
-        Some(Value::Bool(b)) => Ok(*b),
+/// Parameters of the protocol's extensions that neuropods does not serve:
+/// refused by name rather than ignored (the answer would not be what the
+/// client asked for).
+const UNSUPPORTED_PARAMETERS: [&str; 4] = [
+    "classification",
+    "shared_memory_region",
+    "shared_memory_byte_size",
+    "shared_memory_offset",
+];
+
+fn check_parameters(
+    owner: &str,
+    parameters: &Option<Map<String, Value>>,
+) -> Result<(), RequestError> {
+    if let Some(parameters) = parameters {
+        if let Some(name) = UNSUPPORTED_PARAMETERS
+            .iter()
+            .find(|name| parameters.contains_key(**name))
+        {
+            return Err(RequestError::bad_request(format!(
+                "{owner}: parameter '{name}' is not supported by neuropods serve"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn bool_parameter(
+    parameters: &Option<Map<String, Value>>,
+    key: &str,
+) -> Result<Option<bool>, RequestError> {
+    match parameters.as_ref().and_then(|p| p.get(key)) {
+        None => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
         Some(other) => Err(RequestError::bad_request(format!(
-            "parameter '{key}' must be true or false, got {other}"
+            "parameter '{key}' must be true or false, got {}",
+            shorten(&other.to_string())
         ))),
     }
+}
+
+/// Bodies (and outputs) above this are decoded (encoded) on the blocking
+/// pool, so that a large JSON request does not hold up the async threads.
+const DECODE_INLINE_MAX_BYTES: usize = 256 << 10;
+
+/// A decoded request: the call, and how each output is to be sent.
+struct Decoded {
+    call: InferCall,
+    /// Per requested output: binary or not; None: all outputs, each
+    /// binary if `all_binary`.
+    binary: Option<Vec<bool>>,
+    all_binary: bool,
+    id: Option<String>,
 }
 
 async fn run_infer(
@@ -261,21 +308,61 @@ async fn run_infer(
     request: Request,
 ) -> Result<Response, RequestError> {
     let header_length = header_length(request.headers())?;
-    let body = axum::body::to_bytes(request.into_body(), state.config.max_body_bytes)
+    if let Some(encoding) = request.headers().get(header::CONTENT_ENCODING) {
+        if encoding.as_bytes() != b"identity" {
+            return Err(RequestError::bad_request(format!(
+                "Content-Encoding {encoding:?} is not supported: send the request uncompressed"
+            )));
+        }
+    }
+    let limit = state.config.max_body_bytes;
+    let body = axum::body::to_bytes(request.into_body(), limit)
         .await
         .map_err(|e| {
-            if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>()) {
+            if std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+            {
                 RequestError {
                     kind: FailureKind::TooLarge,
                     message: format!(
-                        "the request body is over the server's limit of {} bytes (--max-body-bytes)",
-                        state.config.max_body_bytes
+                        "the request body is over the server's limit of {limit} bytes (--max-body-bytes)"
                     ),
                 }
             } else {
                 RequestError::bad_request(format!("cannot read the request body: {e}"))
             }
         })?;
+    let decoded = if body.len() > DECODE_INLINE_MAX_BYTES {
+        tokio::task::spawn_blocking(move || decode(body, header_length, limit))
+            .await
+            .map_err(|e| RequestError::internal(format!("decoding the request: {e}")))??
+    } else {
+        decode(body, header_length, limit)?
+    };
+    let Decoded {
+        call,
+        binary,
+        all_binary,
+        id,
+    } = decoded;
+    let outputs = model.infer(call).await?;
+    let output_bytes: usize = outputs.iter().map(|(_, t)| t.numel() * 8).sum();
+    let name = model.name().to_string();
+    let encode_outputs = move || encode(&name, id, outputs, binary.as_deref(), all_binary);
+    if output_bytes > DECODE_INLINE_MAX_BYTES {
+        tokio::task::spawn_blocking(encode_outputs)
+            .await
+            .map_err(|e| RequestError::internal(format!("encoding the response: {e}")))?
+    } else {
+        encode_outputs()
+    }
+}
+
+fn decode(
+    body: Bytes,
+    header_length: Option<usize>,
+    max_dim: usize,
+) -> Result<Decoded, RequestError> {
     let (json_part, mut binary) = match header_length {
         Some(length) if length > body.len() => {
             return Err(RequestError::bad_request(format!(
@@ -288,49 +375,60 @@ async fn run_infer(
     };
     let request: InferRequestJson = serde_json::from_slice(&json_part)
         .map_err(|e| RequestError::bad_request(format!("malformed inference request JSON: {e}")))?;
+    check_parameters("the request", &request.parameters)?;
+    if request.inputs.is_empty() {
+        return Err(RequestError::bad_request("the request has no inputs"));
+    }
     let mut inputs = neuropods_core::TensorMap::new();
     for input in request.inputs {
-        let dtype = parse_datatype(&input.name, &input.datatype)?;
-        let shape = parse_shape(&input.name, &input.shape)?;
-        let tensor = match (input.parameters.get("binary_data_size"), &input.data) {
+        let name = &input.name;
+        check_parameters(&format!("input '{}'", shorten(name)), &input.parameters)?;
+        let dtype = parse_datatype(name, &input.datatype)?;
+        let shape = parse_shape(name, &input.shape, max_dim)?;
+        let binary_size = input
+            .parameters
+            .as_ref()
+            .and_then(|p| p.get("binary_data_size"));
+        let tensor = match (binary_size, input.data) {
             (Some(size), None) => {
                 let size = size
                     .as_u64()
                     .and_then(|s| usize::try_from(s).ok())
                     .ok_or_else(|| {
                         RequestError::bad_request(format!(
-                        "input '{}': binary_data_size must be a non-negative integer, got {size}",
-                        input.name
-                    ))
+                            "input '{}': binary_data_size must be a non-negative integer, got {}",
+                            shorten(name),
+                            shorten(&size.to_string())
+                        ))
                     })?;
                 if size > binary.len() {
                     return Err(RequestError::bad_request(format!(
                         "input '{}': binary_data_size is {size} but only {} bytes of binary data are left",
-                        input.name,
+                        shorten(name),
                         binary.len()
                     )));
                 }
                 let raw = binary.split_to(size);
-                tensor_from_raw(&input.name, dtype, shape, &raw)?
+                tensor_from_raw(name, dtype, shape, &raw)?
             }
-            (None, Some(data)) => tensor_from_json(&input.name, dtype, shape, data)?,
+            (None, Some(data)) => tensor_from_json(name, dtype, shape, data)?,
             (Some(_), Some(_)) => {
                 return Err(RequestError::bad_request(format!(
                     "input '{}' has both data and binary_data_size",
-                    input.name
+                    shorten(name)
                 )))
             }
             (None, None) => {
                 return Err(RequestError::bad_request(format!(
                     "input '{}' has neither data nor binary_data_size",
-                    input.name
+                    shorten(name)
                 )))
             }
         };
         if inputs.insert(input.name.clone(), tensor).is_some() {
             return Err(RequestError::bad_request(format!(
                 "input '{}' is given twice",
-                input.name
+                shorten(name)
             )));
         }
     }
@@ -340,52 +438,102 @@ async fn run_infer(
             binary.len()
         )));
     }
-    let all_binary = bool_parameter(&request.parameters, "binary_data_output")?;
-    let (names, binary_outputs) = match request.outputs {
+    let all_binary = bool_parameter(&request.parameters, "binary_data_output")?.unwrap_or(false);
+    // No outputs named, or an empty list: all of them (as over gRPC).
+    let (names, binary) = match request.outputs.filter(|o| !o.is_empty()) {
         Some(outputs) => {
             let mut names = Vec::with_capacity(outputs.len());
             let mut binary = Vec::with_capacity(outputs.len());
             for output in outputs {
-                binary.push(all_binary || bool_parameter(&output.parameters, "binary_data")?);
+                check_parameters(
+                    &format!("output '{}'", shorten(&output.name)),
+                    &output.parameters,
+                )?;
+                // An output's own binary_data wins over binary_data_output.
+                binary
+                    .push(bool_parameter(&output.parameters, "binary_data")?.unwrap_or(all_binary));
                 names.push(output.name);
             }
-            (Some(names), binary)
+            (Some(names), Some(binary))
         }
-        None => (None, Vec::new()),
+        None => (None, None),
     };
-    let outputs = model
-        .infer(InferCall {
+    Ok(Decoded {
+        call: InferCall {
             inputs,
             outputs: names,
-        })
-        .await?;
-    let mut header_outputs = Vec::with_capacity(outputs.len());
+        },
+        binary,
+        all_binary,
+        id: request.id,
+    })
+}
+
+/// One output in the response's JSON.
+#[derive(Serialize)]
+struct OutputHeader<'a> {
+    name: &'a str,
+    datatype: &'static str,
+    shape: Vec<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parameters: Option<BinarySize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<JsonElements<'a>>,
+}
+
+#[derive(Serialize)]
+struct BinarySize {
+    binary_data_size: usize,
+}
+
+#[derive(Serialize)]
+struct ResponseHeader<'a> {
+    model_name: &'a str,
+    model_version: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<String>,
+    outputs: Vec<OutputHeader<'a>>,
+}
+
+fn encode(
+    model: &str,
+    id: Option<String>,
+    outputs: Vec<(String, neuropods_core::Tensor)>,
+    binary: Option<&[bool]>,
+    all_binary: bool,
+) -> Result<Response, RequestError> {
+    let mut headers = Vec::with_capacity(outputs.len());
     let mut raw_parts = Vec::new();
     for (i, (name, tensor)) in outputs.iter().enumerate() {
-        let mut output = json!({
-            "name": name,
-            "datatype": datatype_name(tensor.dtype()),
-            "shape": wire_shape(tensor.shape()),
-        });
-        if binary_outputs.get(i).copied().unwrap_or(all_binary) {
+        let as_binary = binary.map_or(all_binary, |b| b.get(i).copied().unwrap_or(all_binary));
+        let (parameters, data) = if as_binary {
             let raw = raw_from_tensor(tensor);
-            output["parameters"] = json!({ "binary_data_size": raw.len() });
+            let size = raw.len();
             raw_parts.push(raw);
+            (
+                Some(BinarySize {
+                    binary_data_size: size,
+                }),
+                None,
+            )
         } else {
-            output["data"] = json_from_tensor(tensor);
-        }
-        header_outputs.push(output);
+            (None, Some(JsonElements(tensor)))
+        };
+        headers.push(OutputHeader {
+            name,
+            datatype: datatype_name(tensor.dtype()),
+            shape: wire_shape(tensor.shape()),
+            parameters,
+            data,
+        });
     }
-    let mut header = json!({
-        "model_name": model.name(),
-        "model_version": MODEL_VERSION,
-        "outputs": header_outputs,
-    });
-    if let Some(id) = request.id {
-        header["id"] = Value::String(id);
-    }
-    let header = serde_json::to_vec(&header)
-        .map_err(|e| RequestError::internal(format!("cannot encode the response: {e}")))?;
+    let header = serde_json::to_vec(&ResponseHeader {
+        model_name: model,
+        model_version: MODEL_VERSION,
+        id,
+        outputs: headers,
+    })
+    .map_err(|e| RequestError::internal(format!("cannot encode the response: {e}")))?;
     if raw_parts.is_empty() {
         return Ok(([(header::CONTENT_TYPE, "application/json")], header).into_response());
     }
