@@ -13,7 +13,7 @@ import tensorflow as tf
 import neuropods_native
 from neuropods.loader import load_neuropod
 from neuropods.packagers import create_keras_neuropod, create_tensorflow_neuropod
-from helpers import STRING_KIND, assert_backend_config_error
+from helpers import STRING_KIND, assert_backend_config_error, spec
 
 ADD_SPEC_IN = [
     {"name": "x", "dtype": "float32", "shape": ("n",)},
@@ -177,6 +177,68 @@ def test_keras_sequential_model(tmp_path):
     with load_neuropod(tmp_path / "seq") as loaded:
         (name,) = [s["name"] for s in loaded.outputs]
         np.testing.assert_allclose(loaded.infer({"x": x})[name], expected, rtol=1e-5, atol=1e-6)
+
+
+def _two_in_two_out_keras_model():
+    import keras
+
+    keras.utils.set_random_seed(3)
+    features = keras.Input((3,), name="features")
+    extra = keras.Input((2,), name="extra")
+    hidden = keras.layers.Dense(4, activation="relu")(keras.layers.Concatenate()([features, extra]))
+    return keras.Model(
+        [features, extra],
+        [keras.layers.Dense(2, name="logits")(hidden), keras.layers.Dense(1, name="score")(hidden)],
+    )
+
+
+def test_keras_node_name_mapping_maps_spec_names_to_the_models(tmp_path):
+    model = _two_in_two_out_keras_model()
+    rng = np.random.default_rng(1)
+    f, e = rng.normal(size=(3, 3)).astype(np.float32), rng.normal(size=(3, 2)).astype(np.float32)
+    logits, score = model.predict([f, e], verbose=0)
+    mapping = {"f": "features", "e": "extra", "l": "logits", "s": "score"}
+    specs_in = [spec("f", "float32", ("batch", 3)), spec("e", "float32", ("batch", 2))]
+    specs_out = [spec("l", "float32", ("batch", 2)), spec("s", "float32", ("batch", 1))]
+    create_keras_neuropod(
+        tmp_path / "mapped", "mapped", model, input_spec=specs_in, output_spec=specs_out,
+        node_name_mapping=mapping, test_input_data={"f": f, "e": e}, test_expected_out={"l": logits, "s": score},
+    )
+    with load_neuropod(tmp_path / "mapped") as loaded:
+        out = loaded.infer({"f": f, "e": e})
+    np.testing.assert_allclose(out["l"], logits, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out["s"], score, rtol=1e-5, atol=1e-6)
+    # Specs read from the model take the mapped names too.
+    create_keras_neuropod(tmp_path / "auto", "auto", model, node_name_mapping={"s": "score"})
+    with load_neuropod(tmp_path / "auto") as loaded:
+        assert [o["name"] for o in loaded.outputs] == ["logits", "s"]
+        np.testing.assert_allclose(loaded.infer({"features": f, "extra": e})["s"], score, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("case", ["unknown output", "unknown input", "mapped to nothing", "stray mapping"])
+def test_keras_specs_are_checked_when_packaging(tmp_path, case):
+    model = _two_in_two_out_keras_model()
+    specs_in = [spec("features", "float32", ("batch", 3)), spec("extra", "float32", ("batch", 2))]
+    specs_out = [spec("logits", "float32", ("batch", 2)), spec("score", "float32", ("batch", 1))]
+    mapping = None
+    if case == "unknown output":
+        specs_out[1] = spec("out", "float32", ("batch", 1))
+        words = "output_spec 'out' is not an output of the Keras model; its outputs: logits, score; map spec names"
+    elif case == "unknown input":
+        specs_in[0] = spec("x", "float32", ("batch", 3))
+        words = "input_spec 'x' is not an input of the Keras model; its inputs: extra, features"
+    elif case == "mapped to nothing":
+        mapping = {"score": "prob"}
+        words = "output_spec 'score' (mapped to 'prob' by node_name_mapping) is not an output"
+    else:
+        mapping = {"nowhere": "score"}
+        words = "node_name_mapping names ['nowhere'], which are in neither input_spec nor output_spec"
+    path = tmp_path / "refused"
+    with pytest.raises(ValueError) as e:
+        create_keras_neuropod(path, "refused", model, input_spec=specs_in, output_spec=specs_out,
+                              node_name_mapping=mapping)
+    assert words in str(e.value)
+    assert not path.exists()
 
 
 def test_strings_bool_and_float16_through_a_frozen_graph(tmp_path):

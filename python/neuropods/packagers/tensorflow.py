@@ -2,9 +2,9 @@
 
 import os
 import shutil
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Unpack
 
-from ._common import SpecEntry, new_package, self_test, write_backend_config
+from ._common import CommonOptions, PackagerOptions, SpecEntry, new_package, write_backend_config
 
 
 def create_tensorflow_neuropod(
@@ -19,13 +19,7 @@ def create_tensorflow_neuropod(
     trackable_obj: Any = None,
     init_op_names: Sequence[str] = (),
     signature_name: str = "serving_default",
-    test_input_data: Optional[Mapping[str, Any]] = None,
-    test_expected_out: Optional[Mapping[str, Any]] = None,
-    package_as_zip: bool = False,
-    input_tensor_device: Optional[Mapping[str, str]] = None,
-    default_input_tensor_device: str = "GPU",
-    custom_ops: Sequence[str] = (),
-    platform_version_semver: str = "*",
+    **options: Unpack[PackagerOptions],
 ) -> None:
     """Packages a TensorFlow model from exactly one source: a frozen graph
     file (``frozen_graph_path``), a ``GraphDef`` (``graph_def``), a SavedModel
@@ -34,9 +28,10 @@ def create_tensorflow_neuropod(
 
     Graphs need ``node_name_mapping`` (spec name -> ``"op:index"``); for
     SavedModels the spec names are the signature's keys and a mapping is
-    refused. With ``test_input_data`` the package is loaded and run once and
-    checked against ``test_expected_out``.
+    refused. ``options``: see `CommonOptions` (test data, zip, devices,
+    custom ops).
     """
+    common = CommonOptions.of("create_tensorflow_neuropod", options)
     sources = {
         "frozen_graph_path": frozen_graph_path,
         "graph_def": graph_def,
@@ -65,11 +60,7 @@ def create_tensorflow_neuropod(
         platform="tensorflow",
         input_spec=input_spec,
         output_spec=output_spec,
-        package_as_zip=package_as_zip,
-        input_tensor_device=input_tensor_device,
-        default_input_tensor_device=default_input_tensor_device,
-        custom_ops=custom_ops,
-        platform_version_semver=platform_version_semver,
+        options=common,
     ) as folder:
         data = os.path.join(folder, "0", "data")
         if frozen_graph_path is not None:
@@ -90,13 +81,46 @@ def create_tensorflow_neuropod(
             )
         else:
             write_backend_config(folder, {"signature_name": signature_name})
-    self_test(neuropod_path, test_input_data, test_expected_out)
 
 
 def _positional_index(key: str) -> Optional[int]:
     """N for Keras's positional output keys ``output_N``, else None."""
     prefix, _, suffix = key.rpartition("_")
     return int(suffix) if prefix == "output" and suffix.isdigit() else None
+
+
+def _keras_signature_keys(
+    mapping: Mapping[str, str],
+    input_spec: Sequence[SpecEntry],
+    output_spec: Sequence[SpecEntry],
+    model_inputs: List[str],
+    model_outputs: Mapping[str, str],
+) -> Dict[str, str]:
+    """Spec name -> signature key, for every spec name that is not its own
+    key; raises ValueError naming a spec (or mapping) name the model does
+    not have, and the names it has."""
+    spec_names = [entry["name"] for entry in [*input_spec, *output_spec]]
+    stray = sorted(set(mapping) - set(spec_names))
+    if stray:
+        raise ValueError(f"node_name_mapping names {stray}, which are in neither input_spec nor output_spec")
+    keys: Dict[str, str] = {}
+    for what, spec, known in (
+        ("input", input_spec, {name: name for name in model_inputs}),
+        ("output", output_spec, dict(model_outputs)),
+    ):
+        for entry in spec:
+            name = entry["name"]
+            model_name = mapping.get(name, name)
+            if model_name not in known:
+                via = f" (mapped to '{model_name}' by node_name_mapping)" if name in mapping else ""
+                raise ValueError(
+                    f"{what}_spec '{name}'{via} is not an {what} of the Keras model; "
+                    f"its {what}s: {', '.join(sorted(known))}"
+                    + ("" if name in mapping else "; map spec names to them with node_name_mapping")
+                )
+            if known[model_name] != name:
+                keys[name] = known[model_name]
+    return keys
 
 
 def _spec_from_tensor_spec(name: str, spec: Any) -> dict:
@@ -112,24 +136,28 @@ def create_keras_neuropod(
     model: Any,
     input_spec: Optional[Sequence[SpecEntry]] = None,
     output_spec: Optional[Sequence[SpecEntry]] = None,
-    test_input_data: Optional[Mapping[str, Any]] = None,
-    test_expected_out: Optional[Mapping[str, Any]] = None,
-    package_as_zip: bool = False,
-    input_tensor_device: Optional[Mapping[str, str]] = None,
-    default_input_tensor_device: str = "GPU",
-    custom_ops: Sequence[str] = (),
-    platform_version_semver: str = "*",
+    node_name_mapping: Optional[Mapping[str, str]] = None,
+    **options: Unpack[PackagerOptions],
 ) -> None:
     """Packages a Keras 3 model (TensorFlow backend) as a SavedModel.
 
-    Specs not given are read from the exported serving signature: inputs are
-    named after the model's ``Input`` layers; outputs of a model returning a
-    dict keep its keys (as ``model.predict`` does); a list or single output
-    is named after its output layers (``model.output_names``) where Keras
-    has them, else the signature's ``output_0``, ``output_1``...; a first
-    dim of any size becomes the ``batch_size`` symbol.
+    The model's names: inputs are named after its ``Input`` layers; outputs
+    of a model returning a dict keep its keys (as ``model.predict`` does); a
+    list or single output is named after its output layers
+    (``model.output_names``) where Keras has them, else the signature's
+    ``output_0``, ``output_1``...
+
+    Spec names are the model's names, or map to them through
+    ``node_name_mapping`` (spec name -> the model's name), as in the
+    original Neuropod. Given specs are checked against the model's names
+    now, before anything is written. Specs not given are read from the
+    exported serving signature (named through ``node_name_mapping`` where
+    it maps to a model's name); a first dim of any size becomes the
+    ``batch_size`` symbol. ``options``: see `CommonOptions`.
     """
     import tempfile
+
+    common = CommonOptions.of("create_keras_neuropod", options)
 
     import tensorflow as tf
 
@@ -146,11 +174,21 @@ def create_keras_neuropod(
         layer_names = list(getattr(model, "output_names", None) or [])
         positional = all(p is not None for p in positions.values())
         names = layer_names if positional and len(layer_names) == len(ordered) else ordered
-        renamed = {name: key for name, key in zip(names, ordered) if name != key}
+        # The model's output names -> the signature's keys.
+        output_keys_by_name = dict(zip(names, ordered))
+        mapping = dict(node_name_mapping or {})
+        spec_name_of = {model_name_: spec_name for spec_name, model_name_ in mapping.items()}
         if input_spec is None:
-            input_spec = [_spec_from_tensor_spec(k, v) for k, v in sorted(input_keys.items())]
+            input_spec = [
+                _spec_from_tensor_spec(spec_name_of.get(k, k), v) for k, v in sorted(input_keys.items())
+            ]
         if output_spec is None:
-            output_spec = [_spec_from_tensor_spec(n, output_keys[k]) for n, k in zip(names, ordered)]
+            output_spec = [
+                _spec_from_tensor_spec(spec_name_of.get(n, n), output_keys[k]) for n, k in zip(names, ordered)
+            ]
+        signature_keys = _keras_signature_keys(
+            mapping, input_spec, output_spec, sorted(input_keys), output_keys_by_name
+        )
 
         with new_package(
             neuropod_path,
@@ -158,15 +196,10 @@ def create_keras_neuropod(
             platform="tensorflow",
             input_spec=input_spec,
             output_spec=output_spec,
-            package_as_zip=package_as_zip,
-            input_tensor_device=input_tensor_device,
-            default_input_tensor_device=default_input_tensor_device,
-            custom_ops=custom_ops,
-            platform_version_semver=platform_version_semver,
+            options=common,
         ) as folder:
             shutil.copytree(exported, os.path.join(folder, "0", "data", "savedmodel"))
-            backend = {"signature_name": "serving_default"}
-            if renamed:
-                backend["signature_keys"] = renamed
+            backend: Dict[str, Any] = {"signature_name": "serving_default"}
+            if signature_keys:
+                backend["signature_keys"] = signature_keys
             write_backend_config(folder, backend)
-    self_test(neuropod_path, test_input_data, test_expected_out)
