@@ -56,9 +56,20 @@ def test_inspect_describes_a_package(addition, addition_zip, as_zip):
     files = {f["path"]: f["size"] for f in info["files"]}
     assert {"config.json", "manifest.json", "0/data/model.pt"} <= files.keys() and all(files.values())
     assert info["manifest"] == {"status": "ok", "detail": ""}
+    assert info["test_data"] is False
     text = neuropods("inspect", path)
     assert text.returncode == 0
+    assert "test data: no" in text.stdout
     assert "x: float32 ('num_inputs',)" in text.stdout and "manifest:  ok" in text.stdout
+
+
+def test_inspect_says_a_package_carries_test_data(addition_package):
+    result = neuropods("inspect", addition_package, "--json")
+    assert result.returncode == 0, result.stderr
+    info = json.loads(result.stdout)
+    assert info["test_data"] is True
+    assert "test_data/test_input_data.bin" in {f["path"] for f in info["files"]}
+    assert "test data: yes" in neuropods("inspect", addition_package).stdout
 
 
 def test_inspect_reports_a_tampered_manifest(addition, tmp_path):

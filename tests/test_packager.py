@@ -219,3 +219,54 @@ def test_unknown_dtype_in_spec_is_value_error_naming_the_entry(tmp_path):
             output_spec=[],
         )
     assert not (tmp_path / "bad_dtype").exists()
+
+
+@pytest.mark.parametrize("as_zip", [False, True], ids=["folder", "zip"])
+def test_test_data_is_stored_in_the_package_and_runs_later(tmp_path, as_zip):
+    from neuropods.utils.eval_utils import load_and_test_neuropod, load_test_data
+
+    path = tmp_path / ("upper.zip" if as_zip else "upper")
+    words = np.array(["ab", "é"])
+    package(
+        path, script(M.UpperModel()), package_as_zip=as_zip,
+        input_spec=[spec("words", "string", ("n",))], output_spec=[spec("upper", "string", ("n",))],
+        test_input_data={"words": words}, test_expected_out={"upper": np.array(["AB", "é"])},  # ASCII-only upper()
+    )
+    stored_input, stored_expected = load_test_data(path)
+    assert list(stored_input["words"]) == ["ab", "é"]
+    assert list(stored_expected["upper"]) == ["AB", "é"]
+    out = load_and_test_neuropod(path)
+    assert list(out["upper"]) == ["AB", "é"]
+    # Given data wins over the stored data; a mismatch names the output.
+    with pytest.raises(ValueError, match="output 'upper' differs from test_expected_out"):
+        load_and_test_neuropod(path, test_expected_out={"upper": np.array(["no", "match"])})
+    out = load_and_test_neuropod(path, {"words": np.array(["x"])}, {"upper": np.array(["X"])},
+                                 neuropod_load_args={"use_ope": True})
+    assert list(out["upper"]) == ["X"]
+
+
+def test_test_data_is_not_stored_when_asked_not_to(tmp_path, scripted_add):
+    from neuropods.utils.eval_utils import load_and_test_neuropod, load_test_data
+
+    path = tmp_path / "add"
+    x = np.arange(3, dtype=np.float32)
+    package(path, scripted_add, test_input_data={"x": x, "y": x}, persist_test_data=False)
+    assert load_test_data(path) is None and not (path / "test_data").exists()
+    with pytest.raises(ValueError, match="no test_input_data given, and .* stores none"):
+        load_and_test_neuropod(path)
+    out = load_and_test_neuropod(path, {"x": x, "y": x}, {"out": x * 2})
+    np.testing.assert_array_equal(out["out"], x * 2)
+
+
+def test_test_data_is_in_the_manifest(tmp_path, scripted_add):
+    path = tmp_path / "add"
+    x = np.arange(3, dtype=np.float32)
+    package(path, scripted_add, test_input_data={"x": x, "y": x}, test_expected_out={"out": x * 2})
+    manifest = json.loads((path / "manifest.json").read_text())
+    assert {"test_data/test_input_data.bin", "test_data/test_expected_out.bin"} <= set(manifest["files"])
+
+
+def test_unknown_packager_option_is_a_type_error(tmp_path, scripted_add):
+    with pytest.raises(TypeError, match="create_torchscript_neuropod\\(\\) got an unexpected keyword argument 'packge_as_zip'"):
+        package(tmp_path / "add", scripted_add, packge_as_zip=True)
+    assert not (tmp_path / "add").exists()

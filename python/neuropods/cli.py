@@ -23,6 +23,7 @@ import numpy as np
 
 import neuropods_native
 from neuropods.loader import load_neuropod
+from neuropods.utils.eval_utils import has_test_data
 
 
 def format_shape(shape: Sequence[Any]) -> str:
@@ -52,6 +53,7 @@ def load_options(args: argparse.Namespace) -> Dict[str, Any]:
 
 def inspect(args: argparse.Namespace) -> None:
     info = neuropods_native.inspect(args.path)
+    info["test_data"] = has_test_data([f["path"] for f in info["files"]])
     if args.json:
         print(json.dumps(info, indent=1))
         return
@@ -72,6 +74,8 @@ def inspect(args: argparse.Namespace) -> None:
     manifest = info["manifest"]
     detail = f": {manifest['detail']}" if manifest["detail"] else ""
     print(f"manifest:  {manifest['status']}{detail}")
+    carried = "yes (run it: neuropods.utils.eval_utils.load_and_test_neuropod)" if info["test_data"] else "no"
+    print(f"test data: {carried}")
 
 
 def read_inputs(args: argparse.Namespace) -> Dict[str, np.ndarray]:

@@ -2,18 +2,69 @@
 manifest, zip it if asked, and run the self-test."""
 
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
 import tempfile
 import zipfile
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, TypedDict
 
 import numpy as np
 
 import neuropods_native
 
 SpecEntry = Mapping[str, Any]
+
+
+class PackagerOptions(TypedDict, total=False):
+    """The keyword options every packager takes, with the original
+    Neuropod's names (see `CommonOptions` for what each does)."""
+
+    test_input_data: Optional[Mapping[str, Any]]
+    test_expected_out: Optional[Mapping[str, Any]]
+    persist_test_data: bool
+    package_as_zip: bool
+    input_tensor_device: Optional[Mapping[str, str]]
+    default_input_tensor_device: str
+    custom_ops: Sequence[str]
+    platform_version_semver: str
+
+
+@dataclasses.dataclass(frozen=True)
+class CommonOptions:
+    """What every packager does besides writing its model.
+
+    - ``test_input_data``/``test_expected_out``: the new package is loaded
+      and run on the inputs; outputs that differ from the expected ones
+      raise ValueError (and the package is removed).
+    - ``persist_test_data``: the test data is also stored in the package
+      (``neuropods.utils.eval_utils.load_and_test_neuropod`` runs it).
+    - ``package_as_zip``: write one zip file instead of a folder.
+    - ``input_tensor_device`` (input name -> "GPU"/"CPU"), defaulting to
+      ``default_input_tensor_device``: where the model wants each input.
+    - ``custom_ops``: op libraries copied into the package, loaded with it.
+    - ``platform_version_semver``: the framework versions the model needs.
+    """
+
+    test_input_data: Optional[Mapping[str, Any]] = None
+    test_expected_out: Optional[Mapping[str, Any]] = None
+    persist_test_data: bool = True
+    package_as_zip: bool = False
+    input_tensor_device: Optional[Mapping[str, str]] = None
+    default_input_tensor_device: str = "GPU"
+    custom_ops: Sequence[str] = ()
+    platform_version_semver: str = "*"
+
+    @classmethod
+    def of(cls, packager: str, options: Mapping[str, Any]) -> "CommonOptions":
+        """From a packager's keyword arguments; an unknown one is a
+        TypeError, as Python raises for a function's own arguments."""
+        known = {field.name for field in dataclasses.fields(cls)}
+        for name in options:
+            if name not in known:
+                raise TypeError(f"{packager}() got an unexpected keyword argument '{name}'")
+        return cls(**options)
 
 
 def _dtype_name(dtype: Any) -> str:
@@ -118,28 +169,30 @@ def new_package(
     platform: str,
     input_spec: Sequence[SpecEntry],
     output_spec: Sequence[SpecEntry],
-    package_as_zip: bool = False,
-    input_tensor_device: Optional[Mapping[str, str]] = None,
-    default_input_tensor_device: str = "GPU",
-    custom_ops: Sequence[str] = (),
-    platform_version_semver: str = "*",
+    options: CommonOptions,
 ) -> Iterator[str]:
-    """What every packager starts with: a package folder with config.json
-    (specs checked before the model is written) and the custom ops in
-    place. Yields the folder for the model's files; see `package_folder`."""
-    with package_folder(neuropod_path, package_as_zip) as folder:
+    """What every packager does around writing its model: a package folder
+    with config.json (specs checked before the model is written), the
+    custom ops and the test data in place; it yields the folder for the
+    model's files (see `package_folder`), then runs the self-test."""
+    with package_folder(neuropod_path, options.package_as_zip) as folder:
         write_config(
             folder,
             name=name,
             platform=platform,
             input_spec=input_spec,
             output_spec=output_spec,
-            input_tensor_device=input_tensor_device,
-            default_input_tensor_device=default_input_tensor_device,
-            custom_ops=copy_custom_ops(folder, custom_ops),
-            platform_version_semver=platform_version_semver,
+            input_tensor_device=options.input_tensor_device,
+            default_input_tensor_device=options.default_input_tensor_device,
+            custom_ops=copy_custom_ops(folder, options.custom_ops),
+            platform_version_semver=options.platform_version_semver,
         )
+        if options.persist_test_data and options.test_input_data is not None:
+            from neuropods.utils.eval_utils import save_test_data
+
+            save_test_data(folder, options.test_input_data, options.test_expected_out)
         yield folder
+    self_test(neuropod_path, options)
 
 
 def write_backend_config(folder: str, config: Mapping[str, Any]) -> None:
@@ -161,42 +214,20 @@ def copy_custom_ops(folder: str, custom_ops: Sequence[str]) -> List[str]:
     return names
 
 
-def _matches(expected: Any, actual: np.ndarray) -> bool:
-    expected = np.asarray(expected)
-    if expected.dtype.kind in "USOT" or actual.dtype.kind in "USOT":
-        # Element by element as Python str: numpy cannot cast its
-        # variable-width strings (kind T) to fixed-width ones in bulk.
-        def as_str(a: np.ndarray) -> list:
-            return [x.decode() if isinstance(x, bytes) else str(x) for x in a.ravel().tolist()]
-
-        return expected.shape == actual.shape and as_str(expected) == as_str(actual)
-    return expected.shape == actual.shape and bool(np.allclose(expected, actual))
-
-
-def self_test(
-    neuropod_path: "os.PathLike[str] | str",
-    test_input_data: Optional[Mapping[str, Any]],
-    test_expected_out: Optional[Mapping[str, Any]],
-) -> None:
-    """Loads the new package and checks its outputs against the expected ones;
-    on a mismatch removes the package and raises ValueError."""
-    if test_input_data is None:
+def self_test(neuropod_path: "os.PathLike[str] | str", options: "CommonOptions") -> None:
+    """Loads the new package and checks its outputs against the expected ones
+    (`eval_utils.load_and_test_neuropod`); on a failure removes the package
+    and raises (ValueError, prefixed "self-test:", on a mismatch)."""
+    if options.test_input_data is None:
         return
-    from neuropods.loader import load_neuropod
+    from neuropods.utils.eval_utils import check_output_matches_expected, load_and_test_neuropod
 
     try:
-        with load_neuropod(neuropod_path) as model:
-            out = model.infer(dict(test_input_data))
-        for name, expected in (test_expected_out or {}).items():
-            if name not in out:
-                raise ValueError(
-                    f"self-test: output '{name}' is missing (model returned {sorted(out)})"
-                )
-            if not _matches(expected, out[name]):
-                raise ValueError(
-                    f"self-test: output '{name}' differs from test_expected_out:\n"
-                    f"expected {np.asarray(expected)!r}\ngot      {out[name]!r}"
-                )
+        out = load_and_test_neuropod(neuropod_path, options.test_input_data, {})
+        try:
+            check_output_matches_expected(out, options.test_expected_out or {})
+        except ValueError as e:
+            raise ValueError(f"self-test: {e}") from None
     except BaseException:
         path = os.fspath(neuropod_path)
         if os.path.isdir(path):

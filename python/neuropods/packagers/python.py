@@ -4,11 +4,11 @@ builds the model when it is loaded."""
 
 import os
 import shutil
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence, Unpack
 
 import neuropods_native
 
-from ._common import SpecEntry, new_package, self_test, write_backend_config
+from ._common import CommonOptions, PackagerOptions, SpecEntry, new_package, write_backend_config
 
 
 def _requirements_text(requirements: "Optional[str | Sequence[str]]") -> Optional[str]:
@@ -70,14 +70,8 @@ def create_python_neuropod(
     input_spec: Sequence[SpecEntry],
     output_spec: Sequence[SpecEntry],
     requirements: "Optional[str | Sequence[str]]" = None,
-    test_input_data: Optional[Mapping[str, Any]] = None,
-    test_expected_out: Optional[Mapping[str, Any]] = None,
-    package_as_zip: bool = False,
-    input_tensor_device: Optional[Mapping[str, str]] = None,
-    default_input_tensor_device: str = "GPU",
-    custom_ops: Sequence[str] = (),
-    platform_version_semver: str = "*",
     platform: str = "python",
+    **options: Unpack[PackagerOptions],
 ) -> None:
     """Packages Python code as a neuropod.
 
@@ -95,7 +89,12 @@ def create_python_neuropod(
     ``numpy>=1.24,<3`` or ``scipy~=1.11; python_version >= "3.10"`` (a str or
     a list of lines), stored in ``0/requirements.lock`` and checked, not
     installed, at load with PEP 440 version matching.
+
+    ``options``: see `CommonOptions` (test data, zip, devices, custom ops).
     """
+    if platform not in ("python", "pytorch"):
+        raise ValueError(f"platform must be 'python' or 'pytorch', got {platform!r}")
+    common = CommonOptions.of("create_python_neuropod", options)
     requirements_text = _requirements_text(requirements)
     with new_package(
         neuropod_path,
@@ -103,11 +102,7 @@ def create_python_neuropod(
         platform=platform,
         input_spec=input_spec,
         output_spec=output_spec,
-        package_as_zip=package_as_zip,
-        input_tensor_device=input_tensor_device,
-        default_input_tensor_device=default_input_tensor_device,
-        custom_ops=custom_ops,
-        platform_version_semver=platform_version_semver,
+        options=common,
     ) as folder:
         os.makedirs(os.path.join(folder, "0", "code"), exist_ok=True)
         os.makedirs(os.path.join(folder, "0", "data"), exist_ok=True)
@@ -117,11 +112,33 @@ def create_python_neuropod(
         if requirements_text is not None:
             with open(os.path.join(folder, "0", "requirements.lock"), "w") as f:
                 f.write(requirements_text)
-    self_test(neuropod_path, test_input_data, test_expected_out)
 
 
-def create_pytorch_neuropod(neuropod_path: "os.PathLike[str] | str", model_name: str, *args: Any, **kwargs: Any) -> None:
+def create_pytorch_neuropod(
+    neuropod_path: "os.PathLike[str] | str",
+    model_name: str,
+    data_paths: Sequence[Mapping[str, str]],
+    code_path_spec: Sequence[Mapping[str, Any]],
+    entrypoint_package: str,
+    entrypoint: str,
+    input_spec: Sequence[SpecEntry],
+    output_spec: Sequence[SpecEntry],
+    requirements: "Optional[str | Sequence[str]]" = None,
+    **options: Unpack[PackagerOptions],
+) -> None:
     """Packages a PyTorch model as Python code (platform ``pytorch``); the
     same arguments as `create_python_neuropod`. The entrypoint typically
     builds the ``nn.Module`` and loads its weights from ``data_root``."""
-    create_python_neuropod(neuropod_path, model_name, *args, platform="pytorch", **kwargs)
+    create_python_neuropod(
+        neuropod_path,
+        model_name,
+        data_paths,
+        code_path_spec,
+        entrypoint_package,
+        entrypoint,
+        input_spec,
+        output_spec,
+        requirements,
+        platform="pytorch",
+        **options,
+    )

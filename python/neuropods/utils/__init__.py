@@ -1,0 +1,1 @@
+"""Utilities of the original Neuropod's Python API (`eval_utils`)."""
