@@ -1,9 +1,16 @@
 #!/usr/bin/env bash
-# Runs every test: cargo tests of the Rust crates, then pytest against the
-# installed package (built by scripts/setup.sh or scripts/build.sh).
+# Runs every test: the house rules (cargo fmt --check, clippy -D warnings,
+# cargo doc -D warnings), cargo tests of the Rust crates, then pytest
+# against the installed package (built by scripts/setup.sh or
+# scripts/build.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
+# The house rules, before anything is built: formatting, lints, docs.
+bash scripts/tf-pkgconfig.sh > /dev/null
+cargo fmt --all --check
+cargo clippy --workspace --all-targets -- -D warnings
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 bash scripts/build.sh
 package_dir() {
   "$VENV/bin/python" -c "import importlib.util, os; print(os.path.dirname(importlib.util.find_spec('$1').origin))"

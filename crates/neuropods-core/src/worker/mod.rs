@@ -5,7 +5,7 @@
 //! The mechanism (segments, channel, processes, heartbeat) is the
 //! `neuropods_ope` crate; this module is what crosses it: [`wire`] (the
 //! messages), [`transfer`] (tensors into and out of shared memory),
-//! [`client`] (the caller's side), [`serve`] (the worker's loop),
+//! [`client`] (the caller's side), [`mod@serve`] (the worker's loop),
 //! [`shared`] (arrays a caller allocates in shared memory) and [`heap`]
 //! (the worker's: where a framework's large outputs are allocated, to be
 //! sent without a copy).
