@@ -215,6 +215,14 @@ def test_keras_node_name_mapping_maps_spec_names_to_the_models(tmp_path):
         np.testing.assert_allclose(loaded.infer({"features": f, "extra": e})["s"], score, rtol=1e-5, atol=1e-6)
 
 
+def test_keras_takes_the_originals_sess_keyword_and_ignores_it(tmp_path):
+    model = _two_in_two_out_keras_model()
+    with pytest.warns(DeprecationWarning, match="sess is ignored"):
+        create_keras_neuropod(tmp_path / "sess", "sess", model, sess=object())
+    with load_neuropod(tmp_path / "sess") as loaded:
+        assert [o["name"] for o in loaded.outputs] == ["logits", "score"]
+
+
 @pytest.mark.parametrize("case", ["unknown output", "unknown input", "mapped to nothing", "stray mapping"])
 def test_keras_specs_are_checked_when_packaging(tmp_path, case):
     model = _two_in_two_out_keras_model()

@@ -137,6 +137,7 @@ def create_keras_neuropod(
     input_spec: Optional[Sequence[SpecEntry]] = None,
     output_spec: Optional[Sequence[SpecEntry]] = None,
     node_name_mapping: Optional[Mapping[str, str]] = None,
+    sess: Any = None,
     **options: Unpack[PackagerOptions],
 ) -> None:
     """Packages a Keras 3 model (TensorFlow backend) as a SavedModel.
@@ -154,8 +155,20 @@ def create_keras_neuropod(
     exported serving signature (named through ``node_name_mapping`` where
     it maps to a model's name); a first dim of any size becomes the
     ``batch_size`` symbol. ``options``: see `CommonOptions`.
+
+    ``sess``, the original's TF1 session holding the weights, is accepted
+    so that its keyword calls keep working, and ignored with a warning:
+    a Keras 3 model holds its own weights.
     """
     import tempfile
+    import warnings
+
+    if sess is not None:
+        warnings.warn(
+            "create_keras_neuropod: sess is ignored (a Keras 3 model holds its own weights)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
 
     common = CommonOptions.of("create_keras_neuropod", options)
 
