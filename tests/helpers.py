@@ -54,6 +54,7 @@ def package_tf_addition(path, input_spec=ADD_INPUT_SPEC, output_spec=ADD_OUTPUT_
     create_tensorflow_neuropod(
         neuropod_path=path, model_name=model_name, input_spec=input_spec, output_spec=output_spec,
         node_name_mapping={"x": "x:0", "y": "y:0", "out": "out:0"}, graph_def=graph.as_graph_def(),
+        package_as_zip=False,
     )
     return str(path)
 
@@ -125,9 +126,11 @@ OUT_SPEC = [spec("out", "float32", (None,))]
 
 def python_package(tmp_path, name, code, input_spec=X_SPEC, output_spec=OUT_SPEC, **kwargs):
     """A python-platform package whose `m/__init__.py` is `code` (which
-    defines get_model(data_root))."""
+    defines get_model(data_root)); a folder unless `package_as_zip=True`
+    (tracebacks then name files at the same path in and out of process)."""
     from neuropods.packagers import create_python_neuropod
 
+    kwargs.setdefault("package_as_zip", False)
     root = write_tree(tmp_path / f"{name}_src", {"m/__init__.py": code})
     path = tmp_path / name
     create_python_neuropod(

@@ -136,7 +136,7 @@ def create(c: Context, **overrides):
             return {"out": x + y}
 
     kwargs = dict(
-        neuropod_path=str(c.tmp / "new"), model_name="add", module=script(Add()),
+        neuropod_path=str(c.tmp / "new"), model_name="add", module=script(Add()), package_as_zip=False,
         input_spec=[{"name": "x", "dtype": "float32", "shape": (None,)},
                     {"name": "y", "dtype": "float32", "shape": (None,)}],
         output_spec=[{"name": "out", "dtype": "float32", "shape": (None,)}],
@@ -154,7 +154,7 @@ def create_python(c: Context, requirements: str, load_it: bool = False):
     create_python_neuropod(
         str(c.tmp / "py"), "identity", data_paths=[], code_path_spec=[{"python_root": str(code.parent)}],
         entrypoint_package="identity", entrypoint="get_model", input_spec=spec, output_spec=spec,
-        requirements=requirements,
+        requirements=requirements, package_as_zip=False,
     )
     return load(str(c.tmp / "py")) if load_it else None
 
@@ -184,6 +184,7 @@ def tf_graph_package(c: Context, change: Callable[[dict], object]):
         neuropod_path=str(c.tmp / "tf"), model_name="add", graph_def=g.as_graph_def(),
         node_name_mapping={"x": "x:0", "y": "y:0", "out": "out:0"},
         input_spec=spec, output_spec=[{"name": "out", "dtype": "float32", "shape": (None,)}],
+        package_as_zip=False,
     )
     return load(with_backend_config(str(c.tmp / "tf"), change))
 

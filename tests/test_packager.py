@@ -17,6 +17,7 @@ from neuropods.packagers import create_torchscript_neuropod
 def package(path, module=None, **kwargs):
     """The packager, minus torch 2.13's deprecation warning for torch.jit.save."""
     kwargs.setdefault("input_spec", ADD_INPUT_SPEC)
+    kwargs.setdefault("package_as_zip", False)  # a folder: tests look inside
     kwargs.setdefault("output_spec", ADD_OUTPUT_SPEC)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r".*torch\.jit.*deprecated", category=DeprecationWarning)
@@ -270,3 +271,17 @@ def test_unknown_packager_option_is_a_type_error(tmp_path, scripted_add):
     with pytest.raises(TypeError, match="create_torchscript_neuropod\\(\\) got an unexpected keyword argument 'packge_as_zip'"):
         package(tmp_path / "add", scripted_add, packge_as_zip=True)
     assert not (tmp_path / "add").exists()
+
+
+def test_packages_are_zips_by_default_as_in_the_original(tmp_path, scripted_add):
+    import zipfile
+
+    path = tmp_path / "add.zip"
+    x = np.arange(3, dtype=np.float32)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*torch\.jit.*deprecated", category=DeprecationWarning)
+        create_torchscript_neuropod(str(path), "add", module=scripted_add, input_spec=ADD_INPUT_SPEC,
+                                    output_spec=ADD_OUTPUT_SPEC, test_input_data={"x": x, "y": x})
+    assert zipfile.is_zipfile(path)
+    with load(path) as model:
+        np.testing.assert_array_equal(model.infer({"x": x, "y": x})["out"], x * 2)

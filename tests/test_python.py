@@ -51,6 +51,7 @@ def scaler_code(root, package="scaler", body="helper.scale(x + y, self.factor)")
 
 
 def package_scaler(tmp_path, name="scaler_pkg", factor="3", package="scaler", **kwargs):
+    kwargs.setdefault("package_as_zip", False)  # a folder: tests edit its files
     code = scaler_code(tmp_path / f"{name}_src", package=package, **kwargs.pop("code", {}))
     data = tmp_path / f"{name}_factor.txt"
     data.write_text(factor)

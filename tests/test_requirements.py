@@ -59,7 +59,7 @@ def package(tmp_path, requirements, name="req"):
     create_python_neuropod(
         path, name, data_paths=[], code_path_spec=[{"python_root": str(code.parent)}],
         entrypoint_package="model", entrypoint="get_model", input_spec=SPEC, output_spec=SPEC,
-        requirements=requirements,
+        requirements=requirements, package_as_zip=False,
     )
     return path
 

@@ -466,7 +466,7 @@ def tf_packages(tmp_path_factory):
     """A frozen-graph package and a SavedModel package, as the packager
     writes them (each loads as is)."""
     root = tmp_path_factory.mktemp("tf_backend_config")
-    common = dict(model_name="m")
+    common = dict(model_name="m", package_as_zip=False)  # folders: cases edit their files
     create_tensorflow_neuropod(
         neuropod_path=root / "graph", input_spec=ADD_SPEC_IN, output_spec=ADD_SPEC_OUT,
         node_name_mapping=ADD_MAPPING, graph_def=addition_graph_def(), **common,

@@ -64,7 +64,7 @@ def package(platform: str, work: str) -> str:
             def forward(self, x: torch.Tensor):
                 return {"out": x * 2}
 
-        create_torchscript_neuropod(path, "double", module=script(Double()), **spec)
+        create_torchscript_neuropod(path, "double", module=script(Double()), package_as_zip=False, **spec)
     elif platform == "tensorflow":
         import tensorflow as tf
 
@@ -75,7 +75,7 @@ def package(platform: str, work: str) -> str:
             x = tf.compat.v1.placeholder(tf.float32, [None], name="x")
             tf.multiply(x, 2.0, name="out")
         create_tensorflow_neuropod(neuropod_path=path, model_name="double", graph_def=graph.as_graph_def(),
-                                   node_name_mapping={"x": "x:0", "out": "out:0"}, **spec)
+                                   node_name_mapping={"x": "x:0", "out": "out:0"}, package_as_zip=False, **spec)
     else:
         from .python_platform import package_python
 

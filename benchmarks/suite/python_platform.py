@@ -34,6 +34,7 @@ def package_python(path: str, source_root: str, module: str, code: str,
         path, module, data_paths=[],
         code_path_spec=[{"python_root": source_root, "dirs_to_package": [module]}],
         entrypoint_package=module, entrypoint="get_model", input_spec=input_spec, output_spec=output_spec,
+        package_as_zip=False,
     )
 
 

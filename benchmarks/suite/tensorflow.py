@@ -71,6 +71,7 @@ def package_graph(path: str, graph: tf.Graph, inputs: Dict[str, tuple]) -> None:
         output_spec=[{"name": "out", "dtype": "float32", "shape": next(iter(inputs.values()))}],
         node_name_mapping={**{n: f"{n}:0" for n in inputs}, "out": "out:0"},
         graph_def=graph.as_graph_def(),
+        package_as_zip=False,
     )
 
 

@@ -40,7 +40,8 @@ class CommonOptions:
       raise ValueError (and the package is removed).
     - ``persist_test_data``: the test data is also stored in the package
       (``neuropods.utils.eval_utils.load_and_test_neuropod`` runs it).
-    - ``package_as_zip``: write one zip file instead of a folder.
+    - ``package_as_zip`` (default True, as the original): write one zip
+      file; False writes a folder.
     - ``input_tensor_device`` (input name -> "GPU"/"CPU"), defaulting to
       ``default_input_tensor_device``: where the model wants each input.
     - ``custom_ops``: op libraries copied into the package, loaded with it.
@@ -50,7 +51,7 @@ class CommonOptions:
     test_input_data: Optional[Mapping[str, Any]] = None
     test_expected_out: Optional[Mapping[str, Any]] = None
     persist_test_data: bool = True
-    package_as_zip: bool = False
+    package_as_zip: bool = True
     input_tensor_device: Optional[Mapping[str, str]] = None
     default_input_tensor_device: str = "GPU"
     custom_ops: Sequence[str] = ()
