@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test: the house rules (cargo fmt --check, clippy -D warnings,
-# cargo doc -D warnings), cargo tests of the Rust crates, then pytest
-# against the installed package (built by scripts/setup.sh or
-# scripts/build.sh).
+# cargo doc -D warnings, mypy --strict, stubtest of the native module),
+# cargo tests of the Rust crates, then pytest against the installed package
+# (built by scripts/setup.sh or scripts/build.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
@@ -12,6 +12,10 @@ cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 bash scripts/build.sh
+# Types: mypy --strict on python/ (pyproject.toml's [tool.mypy]), and the
+# native module's stub checked against the module as built.
+"$VENV/bin/python" -m mypy
+"$VENV/bin/python" -m mypy.stubtest neuropods_native._native
 package_dir() {
   "$VENV/bin/python" -c "import importlib.util, os; print(os.path.dirname(importlib.util.find_spec('$1').origin))"
 }

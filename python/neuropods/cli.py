@@ -32,10 +32,11 @@ def format_shape(shape: Sequence[Any]) -> str:
 
 
 def format_size(size: int) -> str:
+    scaled = float(size)
     for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
+        if scaled < 1024 or unit == "GiB":
+            return f"{size} {unit}" if unit == "B" else f"{scaled:.1f} {unit}"
+        scaled /= 1024
     return str(size)
 
 
@@ -107,7 +108,8 @@ def infer(args: argparse.Namespace) -> None:
     if args.output:
         # Plain arrays (strings as unicode), readable without pickle.
         plain = {name: np.array(a.tolist(), dtype=str) if a.dtype.kind in "OT" else a for name, a in outputs.items()}
-        np.savez(args.output, **plain)
+        # numpy's stub types **kwds as its own keyword `allow_pickle: bool`.
+        np.savez(args.output, **plain)  # type: ignore[arg-type]
         print(f"wrote {len(outputs)} outputs to {args.output}")
         return
     for name, array in outputs.items():

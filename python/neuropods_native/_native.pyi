@@ -1,19 +1,35 @@
+# Checked against the module by stubtest (scripts/test.sh).
 from os import PathLike
 from typing import Any, Dict, List, Mapping, Optional, Union
 
 import numpy as np
+from typing_extensions import final
 
 __version__: str
+__all__ = [
+    "Neuropod",
+    "TensorMemory",
+    "serialize",
+    "deserialize",
+    "check_config",
+    "check_requirements",
+    "write_manifest",
+    "inspect",
+    "serve",
+    "_panic_for_tests",
+    "__version__",
+]
 
-SpecEntry = Dict[str, Any]
+_SpecEntry = Dict[str, Any]
 
+@final
 class Neuropod:
-    def __init__(
-        self,
+    def __new__(
+        cls,
         neuropod_path: Union[str, "PathLike[str]"],
         visible_gpu: Optional[int] = None,
         **options: Any,
-    ) -> None: ...
+    ) -> "Neuropod": ...
     def infer(self, inputs: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]: ...
     def allocate(self, name: str, shape: List[int], dtype: Any = None) -> np.ndarray: ...
     @property
@@ -26,10 +42,11 @@ class Neuropod:
     @property
     def platform(self) -> str: ...
     @property
-    def inputs(self) -> List[SpecEntry]: ...
+    def inputs(self) -> List[_SpecEntry]: ...
     @property
-    def outputs(self) -> List[SpecEntry]: ...
+    def outputs(self) -> List[_SpecEntry]: ...
 
+@final
 class TensorMemory: ...
 
 def serialize(value: Union[np.ndarray, Mapping[str, np.ndarray]]) -> bytes: ...

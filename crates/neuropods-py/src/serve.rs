@@ -20,6 +20,11 @@ use crate::model::parse_options;
 /// SIGTERM no longer ends this process by default (tokio's handler stays):
 /// meant for a process that serves until it exits, as `neuropods serve`.
 #[pyfunction]
+#[pyo3(
+    text_signature = "(packages, *, host='127.0.0.1', http_port=8000, grpc_port=8001, \
+    instances=1, max_batch_size=0, max_queue_delay_us=500, max_body_bytes=67108864, \
+    drain_timeout_s=30.0, visible_gpu=None, **options)"
+)]
 #[pyo3(signature = (
     packages, *, host = "127.0.0.1".to_string(), http_port = Some(8000), grpc_port = Some(8001),
     instances = 1, max_batch_size = 0, max_queue_delay_us = 500, max_body_bytes = 64 << 20,

@@ -76,7 +76,7 @@ def _dtype_name(dtype: Any) -> str:
     kind = np.dtype(dtype)
     if kind.kind in "USO":
         return "string"
-    return kind.name
+    return str(kind.name)
 
 
 def normalize_spec(spec: Sequence[SpecEntry], what: str) -> List[Dict[str, Any]]:

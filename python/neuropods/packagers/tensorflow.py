@@ -48,9 +48,10 @@ def create_tensorflow_neuropod(
         raise ValueError(
             "node_name_mapping is for graphs only: a SavedModel's spec names are its signature's keys"
         )
+    mapping = dict(node_name_mapping or {})
     if is_graph:
         names = {entry["name"] for entry in [*input_spec, *output_spec]}
-        missing = sorted(names - set(node_name_mapping))
+        missing = sorted(names - set(mapping))
         if missing:
             raise ValueError(f"node_name_mapping has no entry for {missing}")
 
@@ -77,7 +78,7 @@ def create_tensorflow_neuropod(
         if is_graph:
             write_backend_config(
                 folder,
-                {"node_name_mapping": dict(node_name_mapping), "init_op_names": list(init_op_names)},
+                {"node_name_mapping": mapping, "init_op_names": list(init_op_names)},
             )
         else:
             write_backend_config(folder, {"signature_name": signature_name})
@@ -123,7 +124,7 @@ def _keras_signature_keys(
     return keys
 
 
-def _spec_from_tensor_spec(name: str, spec: Any) -> dict:
+def _spec_from_tensor_spec(name: str, spec: Any) -> Dict[str, Any]:
     dims = list(spec.shape.as_list()) if spec.shape.rank is not None else []
     shape = ["batch_size" if i == 0 and d is None else d for i, d in enumerate(dims)]
     dtype = "string" if spec.dtype.name == "string" else spec.dtype.name
@@ -178,7 +179,7 @@ def create_keras_neuropod(
         exported = os.path.join(work, "savedmodel")
         model.export(exported, format="tf_saved_model", verbose=False)
         signature = tf.saved_model.load(exported).signatures["serving_default"]
-        input_keys = dict(signature.structured_input_signature[1])
+        input_keys: Dict[str, Any] = dict(signature.structured_input_signature[1])
         output_keys = dict(signature.structured_outputs)
         # Keras exports a list or single output as output_0, output_1... in
         # model order, and a dict output under its own keys.
@@ -186,7 +187,7 @@ def create_keras_neuropod(
         ordered = sorted(output_keys, key=lambda k: (positions[k] or 0, k))
         layer_names = list(getattr(model, "output_names", None) or [])
         positional = all(p is not None for p in positions.values())
-        names = layer_names if positional and len(layer_names) == len(ordered) else ordered
+        names: List[str] = layer_names if positional and len(layer_names) == len(ordered) else ordered
         # The model's output names -> the signature's keys.
         output_keys_by_name = dict(zip(names, ordered))
         mapping = dict(node_name_mapping or {})

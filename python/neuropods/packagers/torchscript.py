@@ -41,5 +41,5 @@ def create_torchscript_neuropod(
                 # still what this platform loads, so the warning is ours.
                 warnings.filterwarnings("ignore", r".*torch\.jit", DeprecationWarning)
                 torch.jit.save(module, model_file)
-        else:
+        elif module_path is not None:
             shutil.copy(os.fspath(module_path), model_file)

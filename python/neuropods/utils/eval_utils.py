@@ -10,7 +10,7 @@ a pickle: reading a package's test data never runs code from it.
 
 import os
 import zipfile
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -72,7 +72,7 @@ def load_test_data(neuropod_path: "os.PathLike[str] | str") -> Optional[Tuple[Ar
     return inputs, _arrays(_read(path, EXPECTED_FILE), "expected test output")
 
 
-def has_test_data(files: "list[str]") -> bool:
+def has_test_data(files: List[str]) -> bool:
     """Whether a package with these files (relative paths) carries test data."""
     return f"{TEST_DATA_DIR}/{INPUT_FILE}" in files
 
@@ -82,7 +82,7 @@ def _matches(expected: Any, actual: np.ndarray) -> bool:
     if expected.dtype.kind in "USOT" or actual.dtype.kind in "USOT":
         # Element by element as Python str: numpy cannot cast its
         # variable-width strings (kind T) to fixed-width ones in bulk.
-        def as_str(a: np.ndarray) -> list:
+        def as_str(a: np.ndarray) -> List[str]:
             return [x.decode() if isinstance(x, bytes) else str(x) for x in a.ravel().tolist()]
 
         return expected.shape == actual.shape and as_str(expected) == as_str(actual)
