@@ -40,6 +40,7 @@ class Server:
             command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
         )
         self.stderr_lines = []
+        self.clients = []
         self.http = self.grpc = None
         ready = threading.Event()
 
@@ -68,9 +69,14 @@ class Server:
         return "".join(self.stderr_lines)
 
     def client(self, protocol):
+        """A tritonclient client, closed with the server (an unclosed
+        socket is a ResourceWarning, which fails a test)."""
         if protocol == "http":
-            return httpclient.InferenceServerClient(self.http, network_timeout=60)
-        return grpcclient.InferenceServerClient(self.grpc)
+            client = httpclient.InferenceServerClient(self.http, network_timeout=60)
+        else:
+            client = grpcclient.InferenceServerClient(self.grpc)
+        self.clients.append(client)
+        return client
 
     def url(self, path):
         return f"http://{self.http}{path}"
@@ -87,6 +93,8 @@ class Server:
 
     def close(self):
         self.stop()
+        for client in self.clients:
+            client.close()
         self.process.stdout.close()
         self.process.stderr.close()
 
@@ -113,7 +121,8 @@ def http_post(url, body, headers=None, timeout=60):
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, response.headers, response.read()
     except urllib.error.HTTPError as e:
-        return e.code, e.headers, e.read()
+        with e:
+            return e.code, e.headers, e.read()
 
 
 def http_get(url, timeout=60):
@@ -121,7 +130,8 @@ def http_get(url, timeout=60):
         with urllib.request.urlopen(url, timeout=timeout) as response:
             return response.status, response.read()
     except urllib.error.HTTPError as e:
-        return e.code, e.read()
+        with e:
+            return e.code, e.read()
 
 
 # ---------------------------------------------------------------- packages

@@ -11,7 +11,7 @@ use crate::encoding::{
     datatype_name, metadata_shape, parse_datatype, parse_shape, raw_from_tensor,
     tensor_from_contents, tensor_from_raw, wire_shape,
 };
-use crate::error::{FailureKind, RequestError};
+use crate::error::RequestError;
 use crate::metrics::Protocol;
 use crate::proto::grpc_inference_service_server::{
     GrpcInferenceService, GrpcInferenceServiceServer,
@@ -124,23 +124,8 @@ impl GrpcInferenceService for Service {
             .map_err(|e| e.grpc_status())?
             .clone();
         let result = infer(&model, request, self.state.config.max_body_bytes).await;
-        self.state.repository.metrics().request(
-            model.name(),
-            Protocol::Grpc,
-            start.elapsed(),
-            result.as_ref().err().map(RequestError::metric_label),
-        );
-        match result {
-            Ok(response) => Ok(Response::new(response)),
-            Err(error) => {
-                if error.kind == FailureKind::Internal {
-                    tracing::warn!("{}", error.message);
-                } else {
-                    tracing::debug!("{}", error.message);
-                }
-                Err(error.grpc_status())
-            }
-        }
+        model.record(Protocol::Grpc, start, &result);
+        result.map(Response::new).map_err(|e| e.grpc_status())
     }
 }
 

@@ -12,8 +12,8 @@ use neuropods_core::spec::{validate, Direction, SymbolBindings};
 use neuropods_core::{Error, LoadOptions, ModelConfig, Neuropod, Tensor, TensorMap};
 
 use crate::batcher::{batch_symbol, Batcher};
-use crate::error::RequestError;
-use crate::metrics::Metrics;
+use crate::error::{FailureKind, RequestError};
+use crate::metrics::{Metrics, Protocol};
 
 /// The only version of each model: a package is one version.
 pub const MODEL_VERSION: &str = "1";
@@ -168,6 +168,30 @@ impl ServedModel {
     /// Whether requests to it are batched.
     pub fn is_batched(&self) -> bool {
         self.batcher.is_some()
+    }
+
+    /// Counts a finished inference request in the metrics and logs its
+    /// failure: a warning for the server's fault, debug for the caller's.
+    pub fn record<T>(
+        &self,
+        protocol: Protocol,
+        started: Instant,
+        result: &Result<T, RequestError>,
+    ) {
+        let failure = result.as_ref().err();
+        self.metrics.request(
+            self.name(),
+            protocol,
+            started.elapsed(),
+            failure.map(RequestError::metric_label),
+        );
+        match failure {
+            Some(error) if error.kind == FailureKind::Internal => {
+                tracing::warn!("{}", error.message)
+            }
+            Some(error) => tracing::debug!("{}", error.message),
+            None => {}
+        }
     }
 
     /// Runs one request and returns the outputs asked for, in the order

@@ -197,23 +197,8 @@ async fn infer_request(
         Err(error) => return error.into_response(),
     };
     let result = run_infer(&state, &served, request).await;
-    state.repository.metrics().request(
-        served.name(),
-        Protocol::Http,
-        start.elapsed(),
-        result.as_ref().err().map(RequestError::metric_label),
-    );
-    match result {
-        Ok(response) => response,
-        Err(error) => {
-            if error.kind == FailureKind::Internal {
-                tracing::warn!("{}", error.message);
-            } else {
-                tracing::debug!("{}", error.message);
-            }
-            error.into_response()
-        }
-    }
+    served.record(Protocol::Http, start, &result);
+    result.unwrap_or_else(IntoResponse::into_response)
 }
 
 /// An inference request's JSON part. `data` stays raw text until the
