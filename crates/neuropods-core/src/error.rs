@@ -5,6 +5,16 @@ use std::path::PathBuf;
 
 use crate::spec::SpecError;
 
+/// At most `max_chars` characters of `text`, then "..." if it was longer:
+/// for names and values that untrusted input (a blob, a request) puts into
+/// messages, so that it cannot make a huge one.
+pub fn shortened(text: &str, max_chars: usize) -> String {
+    match text.char_indices().nth(max_chars) {
+        Some((cut, _)) => format!("{}...", text.get(..cut).unwrap_or_default()),
+        None => text.to_string(),
+    }
+}
+
 /// Result with the core's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

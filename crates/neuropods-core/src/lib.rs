@@ -42,7 +42,7 @@ pub mod version;
 pub mod worker;
 
 pub use config::{ModelConfig, Platform};
-pub use error::{Error, Result};
+pub use error::{shortened, Error, Result};
 pub use model::{LoadOptions, Neuropod};
 pub use spec::{Dim, SpecError, TensorSpec};
 pub use tensor::{Buffer, DType, Element, Tensor, TensorData, TensorMap};

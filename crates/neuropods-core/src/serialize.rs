@@ -546,11 +546,7 @@ fn fmt_shape(shape: &[usize]) -> String {
 
 /// A name for messages, cut short so a hostile blob cannot make a huge one.
 fn short(name: &str) -> String {
-    const SHOWN: usize = 64;
-    match name.char_indices().nth(SHOWN) {
-        Some((cut, _)) => format!("{}...", name.get(..cut).unwrap_or_default()),
-        None => name.to_string(),
-    }
+    crate::error::shortened(name, 64)
 }
 
 #[cfg(test)]

@@ -309,10 +309,7 @@ impl std::fmt::Display for Scalar {
 
 /// At most 40 characters of a value a client sent, for error messages.
 pub fn shorten(text: &str) -> String {
-    match text.char_indices().nth(40) {
-        Some((cut, _)) => format!("{}...", &text[..cut]),
-        None => text.to_string(),
-    }
+    neuropods_core::shortened(text, 40)
 }
 
 /// Reads the elements of nested JSON arrays, in order, converting each.

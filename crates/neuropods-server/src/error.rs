@@ -34,12 +34,7 @@ pub struct RequestError {
 const MAX_MESSAGE: usize = 2000;
 
 fn capped(message: impl Into<String>) -> String {
-    let mut message = message.into();
-    if let Some((cut, _)) = message.char_indices().nth(MAX_MESSAGE) {
-        message.truncate(cut);
-        message.push_str("...");
-    }
-    message
+    neuropods_core::shortened(&message.into(), MAX_MESSAGE)
 }
 
 impl RequestError {
