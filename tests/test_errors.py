@@ -300,8 +300,6 @@ def test_manifest_with_wrong_fields_is_a_config_error(addition_package, tmp_path
 @pytest.mark.parametrize(
     "options, culprit",
     [
-        ({"threads": 2}, "'threads'"),
-        ({"verify": True}, "'verify'"),
         ({"intra_op_threads": -1}, "intra_op_threads"),
         ({"inter_op_threads": 1.5}, "inter_op_threads"),
         ({"intra_op_threads": True}, "intra_op_threads"),
@@ -316,9 +314,30 @@ def test_invalid_options(addition_package, options, culprit):
     assert culprit in str(info.value)
 
 
-def test_unknown_option_lists_known_ones(addition_package):
-    with pytest.raises(neuropods_native.InvalidOptionError, match="verify_manifest"):
-        neuropods_native.Neuropod(addition_package, warp_speed=True)
+TYPED_OPTION_CASES = [
+    ({"threads": 2}, "'threads'"),
+    ({"verify": True}, "'verify'"),
+    ({"verify_manifest": "yes"}, "'verify_manifest'"),
+    ({"use_ope": 1}, "'use_ope'"),
+]
+
+
+@pytest.mark.parametrize("entry", [load, neuropods_native.Neuropod, neuropods_native.serve])
+@pytest.mark.parametrize("options, culprit", TYPED_OPTION_CASES)
+def test_options_are_typed_keywords(addition_package, entry, options, culprit):
+    # The options are the signature's own keyword arguments: a misspelt
+    # one or a non-bool flag is Python's TypeError, before anything loads
+    # (or serve binds a port).
+    target = [addition_package] if entry is neuropods_native.serve else addition_package
+    with pytest.raises(TypeError, match=culprit) as info:
+        entry(target, **options)
+    assert not isinstance(info.value, neuropods_native.NeuropodError), info.value
+
+
+@pytest.mark.parametrize("entry", [load, neuropods_native.Neuropod])
+def test_options_after_visible_gpu_are_keyword_only(addition_package, entry):
+    with pytest.raises(TypeError, match="positional"):
+        entry(addition_package, None, 2)
 
 
 # ------------------------------------------------------------------- inputs

@@ -210,6 +210,16 @@ def test_bytearray_and_memoryview_are_accepted():
     blob = serialize(a)
     _roundtrip_equal(a, deserialize(bytearray(blob)))
     _roundtrip_equal(a, deserialize(memoryview(blob)))
+    _roundtrip_equal(a, deserialize(np.frombuffer(blob, np.uint8)))
+
+
+def test_a_mutable_buffer_is_copied():
+    # A bytearray may change after the call: the arrays must not see it.
+    a = np.arange(64, dtype=np.float64)
+    data = bytearray(serialize(a))
+    out = deserialize(data)
+    data[:] = bytes(len(data))
+    _roundtrip_equal(a, out)
 
 
 @settings(max_examples=60, deadline=None, database=None)

@@ -22,7 +22,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 
 import neuropods_native
-from neuropods.loader import load_neuropod
+from neuropods.loader import LoadOptions, load_neuropod
 from neuropods.utils.eval_utils import has_test_data
 
 
@@ -40,9 +40,9 @@ def format_size(size: int) -> str:
     return str(size)
 
 
-def load_options(args: argparse.Namespace) -> Dict[str, Any]:
+def load_options(args: argparse.Namespace) -> LoadOptions:
     """Load options common to the subcommands that run a model."""
-    options: Dict[str, Any] = {"use_ope": args.use_ope}
+    options: LoadOptions = {"use_ope": args.use_ope}
     if args.visible_gpu is not None:
         options["visible_gpu"] = args.visible_gpu
     if args.intra_op_threads is not None:

@@ -1,6 +1,7 @@
 """Native bindings of Neuropods: the Rust core, from Python.
 
-``Neuropod(path, visible_gpu=None, **options)`` loads a package and runs it;
+``Neuropod(path, visible_gpu=None, *, intra_op_threads=None, ...)`` loads a
+package and runs it;
 ``serialize``/``deserialize`` read and write the core's tensor format;
 ``inspect(path)`` describes a package without loading its model;
 ``serve(paths, ...)`` serves packages over the Open Inference Protocol

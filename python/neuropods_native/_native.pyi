@@ -3,7 +3,7 @@ from os import PathLike
 from typing import Any, Dict, List, Mapping, Optional, Union
 
 import numpy as np
-from typing_extensions import final
+from typing_extensions import Buffer, final
 
 __version__: str
 __all__ = [
@@ -28,7 +28,12 @@ class Neuropod:
         cls,
         neuropod_path: Union[str, "PathLike[str]"],
         visible_gpu: Optional[int] = None,
-        **options: Any,
+        *,
+        intra_op_threads: Optional[int] = None,
+        inter_op_threads: Optional[int] = None,
+        verify_manifest: bool = False,
+        use_ope: bool = False,
+        ope_python: Union[str, "PathLike[str]", None] = None,
     ) -> "Neuropod": ...
     def infer(self, inputs: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]: ...
     def allocate(self, name: str, shape: List[int], dtype: Any = None) -> np.ndarray: ...
@@ -50,7 +55,7 @@ class Neuropod:
 class TensorMemory: ...
 
 def serialize(value: Union[np.ndarray, Mapping[str, np.ndarray]]) -> bytes: ...
-def deserialize(data: bytes) -> Union[np.ndarray, Dict[str, np.ndarray]]: ...
+def deserialize(data: Buffer) -> Union[np.ndarray, Dict[str, np.ndarray]]: ...
 def check_config(text: str) -> None: ...
 def check_requirements(text: str) -> None: ...
 def inspect(path: Union[str, "PathLike[str]"]) -> Dict[str, Any]: ...
@@ -66,7 +71,11 @@ def serve(
     max_body_bytes: int = 67108864,
     drain_timeout_s: float = 30.0,
     visible_gpu: Optional[int] = None,
-    **options: Any,
+    intra_op_threads: Optional[int] = None,
+    inter_op_threads: Optional[int] = None,
+    verify_manifest: bool = False,
+    use_ope: bool = False,
+    ope_python: Union[str, "PathLike[str]", None] = None,
 ) -> None: ...
 def write_manifest(package_dir: Union[str, "PathLike[str]"]) -> None: ...
 def _panic_for_tests() -> None: ...

@@ -7,19 +7,21 @@ use pyo3::prelude::*;
 
 pub use neuropods_python::arrays::{buffer_from_python, Access, TensorMemory};
 
-use crate::errors::{raise, to_py, wrap_py};
+use crate::errors::{wrap_py, CoreError, ErrorClass};
 
 /// `InputTypeError`: a value that is not what the API takes.
-pub fn type_error(py: Python<'_>, message: String) -> PyErr {
-    raise(py, "InputTypeError", message)
+pub fn type_error(message: String) -> PyErr {
+    ErrorClass::InputType.new_err(message)
 }
 
 /// A conversion failure as a Python exception.
 fn convert_error(py: Python<'_>, name: &str, err: ConvertError) -> PyErr {
     match err {
-        ConvertError::Type(message) => type_error(py, message),
-        ConvertError::Core(e) => to_py(py, e),
-        ConvertError::Py(e) => wrap_py(py, e, "InvalidInputError", &format!("tensor '{name}'")),
+        ConvertError::Type(message) => type_error(message),
+        ConvertError::Core(e) => CoreError(e).into(),
+        ConvertError::Py(e) => {
+            wrap_py(py, e, ErrorClass::InvalidInput, &format!("tensor '{name}'"))
+        }
     }
 }
 
@@ -39,24 +41,18 @@ pub fn tensor_to_numpy<'py>(
 }
 
 /// A tensor name given by the caller (a dict key), as UTF-8.
-pub fn tensor_name(py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<String> {
+pub fn tensor_name(key: &Bound<'_, PyAny>) -> PyResult<String> {
     let Ok(name) = key.cast::<pyo3::types::PyString>() else {
-        return Err(type_error(
-            py,
-            format!(
-                "dict keys must be str (tensor names), got {} ({})",
-                key.get_type().name()?,
-                key.repr()?
-            ),
-        ));
+        return Err(type_error(format!(
+            "dict keys must be str (tensor names), got {} ({})",
+            key.get_type().name()?,
+            key.repr()?
+        )));
     };
     name.to_str().map(str::to_owned).map_err(|_| {
-        type_error(
-            py,
-            format!(
-                "tensor name {} cannot be UTF-8 (a lone surrogate?)",
-                key.repr().map(|r| r.to_string()).unwrap_or_default()
-            ),
-        )
+        type_error(format!(
+            "tensor name {} cannot be UTF-8 (a lone surrogate?)",
+            key.repr().map(|r| r.to_string()).unwrap_or_default()
+        ))
     })
 }

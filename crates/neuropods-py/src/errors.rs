@@ -1,100 +1,198 @@
 //! Core errors to Python exceptions. The classes live in
 //! `neuropods_native/errors.py` (they need several bases, e.g. both
-//! `NeuropodError` and `ValueError`); each core error kind has its own.
+//! `NeuropodError` and `ValueError`); [`ErrorClass`] names each one Rust
+//! raises, and [`CoreError`] converts a core error to its class with `?`.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use neuropods_core::Error;
+use neuropods_core::{Error, SpecError};
+use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyType;
 
-static MODULE: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
-
-fn errors_module(py: Python<'_>) -> PyResult<&Py<PyModule>> {
-    MODULE.get_or_try_init(py, || {
-        py.import("neuropods_native.errors").map(Bound::unbind)
-    })
+/// An exception class of `neuropods_native.errors`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorClass {
+    PackageNotFound,
+    Config,
+    Package,
+    UnknownTensor,
+    DType,
+    Shape,
+    InvalidInput,
+    InputType,
+    InvalidOption,
+    Serialization,
+    BackendNotFound,
+    FrameworkNotFound,
+    FrameworkVersion,
+    Requirements,
+    Backend,
+    ModelClosed,
+    UnsafeAfterFork,
+    Worker,
+    Io,
+    OutOfMemory,
+    Internal,
 }
 
-/// Looks the exception classes up once, while the extension is imported
+impl ErrorClass {
+    /// Every class, in declaration order (`ALL[c as usize] == c`).
+    const ALL: [ErrorClass; 21] = [
+        Self::PackageNotFound,
+        Self::Config,
+        Self::Package,
+        Self::UnknownTensor,
+        Self::DType,
+        Self::Shape,
+        Self::InvalidInput,
+        Self::InputType,
+        Self::InvalidOption,
+        Self::Serialization,
+        Self::BackendNotFound,
+        Self::FrameworkNotFound,
+        Self::FrameworkVersion,
+        Self::Requirements,
+        Self::Backend,
+        Self::ModelClosed,
+        Self::UnsafeAfterFork,
+        Self::Worker,
+        Self::Io,
+        Self::OutOfMemory,
+        Self::Internal,
+    ];
+
+    /// The class's name in `neuropods_native.errors`: read once, when the
+    /// extension is imported.
+    const fn python_name(self) -> &'static str {
+        match self {
+            Self::PackageNotFound => "PackageNotFoundError",
+            Self::Config => "ConfigError",
+            Self::Package => "PackageError",
+            Self::UnknownTensor => "UnknownTensorError",
+            Self::DType => "DTypeError",
+            Self::Shape => "ShapeError",
+            Self::InvalidInput => "InvalidInputError",
+            Self::InputType => "InputTypeError",
+            Self::InvalidOption => "InvalidOptionError",
+            Self::Serialization => "SerializationError",
+            Self::BackendNotFound => "BackendNotFoundError",
+            Self::FrameworkNotFound => "FrameworkNotFoundError",
+            Self::FrameworkVersion => "FrameworkVersionError",
+            Self::Requirements => "RequirementsError",
+            Self::Backend => "BackendError",
+            Self::ModelClosed => "ModelClosedError",
+            Self::UnsafeAfterFork => "UnsafeAfterForkError",
+            Self::Worker => "WorkerError",
+            Self::Io => "NeuropodIOError",
+            Self::OutOfMemory => "OutOfMemoryError",
+            Self::Internal => "InternalError",
+        }
+    }
+
+    /// An exception of this class with `message`.
+    pub fn new_err(self, message: impl Into<String>) -> PyErr {
+        let message = message.into();
+        Python::attach(|py| match CLASSES.get(py) {
+            Some(classes) => PyErr::from_type(classes[self as usize].bind(py).clone(), message),
+            // Unreachable once the module is imported: `init` runs first.
+            None => pyo3::exceptions::PyRuntimeError::new_err(message),
+        })
+    }
+}
+
+const _: () = {
+    let mut i = 0;
+    while i < ErrorClass::ALL.len() {
+        assert!(ErrorClass::ALL[i] as usize == i);
+        i += 1;
+    }
+};
+
+impl From<&Error> for ErrorClass {
+    fn from(err: &Error) -> Self {
+        match err {
+            Error::PackageNotFound { .. } => Self::PackageNotFound,
+            Error::InvalidConfig { .. } => Self::Config,
+            Error::InvalidPackage { .. } => Self::Package,
+            Error::Spec(SpecError::UnknownTensor { .. }) => Self::UnknownTensor,
+            Error::Spec(SpecError::DTypeMismatch { .. }) => Self::DType,
+            Error::Spec(_) => Self::Shape,
+            Error::InvalidInput(_) => Self::InvalidInput,
+            Error::InvalidOption(_) => Self::InvalidOption,
+            Error::BackendNotFound { .. } => Self::BackendNotFound,
+            Error::FrameworkNotFound { .. } => Self::FrameworkNotFound,
+            Error::FrameworkVersion { .. } => Self::FrameworkVersion,
+            Error::RequirementsNotMet(_) => Self::Requirements,
+            Error::Backend { .. } => Self::Backend,
+            Error::Serialization(_) => Self::Serialization,
+            Error::Io { .. } => Self::Io,
+            Error::OutOfMemory(_) => Self::OutOfMemory,
+            Error::UnsafeAfterFork { .. } => Self::UnsafeAfterFork,
+            Error::Worker { .. } => Self::Worker,
+            _ => Self::Internal,
+        }
+    }
+}
+
+/// The classes, indexed by [`ErrorClass`].
+static CLASSES: PyOnceLock<Vec<Py<PyType>>> = PyOnceLock::new();
+
+/// Looks every class up once, while the extension is imported
 /// (`neuropods_native/__init__.py` imports `errors` first), so that raising
-/// never has to import: an import may detach from the interpreter, and a
-/// raise can happen anywhere.
+/// never has to import (an import may detach from the interpreter, and a
+/// raise can happen anywhere), and a class missing from `errors.py` fails
+/// the import rather than a raise.
 pub fn init(py: Python<'_>) -> PyResult<()> {
-    errors_module(py).map(drop)
+    CLASSES
+        .get_or_try_init(py, || {
+            let module = py.import("neuropods_native.errors")?;
+            ErrorClass::ALL
+                .iter()
+                .map(|class| {
+                    let found = module.getattr(class.python_name())?;
+                    Ok(found.cast_into::<PyType>()?.unbind())
+                })
+                .collect::<PyResult<Vec<_>>>()
+        })
+        .map(drop)
 }
 
-/// Raises `class_name` from `neuropods_native.errors` with `message`.
-pub fn raise(py: Python<'_>, class_name: &str, message: String) -> PyErr {
-    let module = errors_module(py);
-    let class = module.and_then(|m| {
-        m.bind(py)
-            .getattr(class_name)
-            .and_then(|c| c.cast_into::<PyType>().map_err(PyErr::from))
-    });
-    match class {
-        Ok(class) => PyErr::from_type(class, message),
-        Err(e) => e,
-    }
-}
+/// A core error on its way to Python: `result.map_err(CoreError)?` raises
+/// the exception of its [`ErrorClass`]. Ctrl-C and `sys.exit` inside a
+/// python model come back as themselves (`KeyboardInterrupt`, `SystemExit`
+/// with its code), so that `except Exception` does not swallow them.
+pub struct CoreError(pub Error);
 
-/// The exception class for a core error.
-fn class_of(err: &Error) -> &'static str {
-    match err {
-        Error::PackageNotFound { .. } => "PackageNotFoundError",
-        Error::InvalidConfig { .. } => "ConfigError",
-        Error::InvalidPackage { .. } => "PackageError",
-        Error::Spec(spec) => match spec {
-            neuropods_core::SpecError::UnknownTensor { .. } => "UnknownTensorError",
-            neuropods_core::SpecError::DTypeMismatch { .. } => "DTypeError",
-            _ => "ShapeError",
-        },
-        Error::InvalidInput(_) => "InvalidInputError",
-        Error::InvalidOption(_) => "InvalidOptionError",
-        Error::BackendNotFound { .. } => "BackendNotFoundError",
-        Error::FrameworkNotFound { .. } => "FrameworkNotFoundError",
-        Error::FrameworkVersion { .. } => "FrameworkVersionError",
-        Error::RequirementsNotMet(_) => "RequirementsError",
-        Error::Backend { .. } => "BackendError",
-        Error::Serialization(_) => "SerializationError",
-        Error::Io { .. } => "NeuropodIOError",
-        Error::OutOfMemory(_) => "OutOfMemoryError",
-        Error::UnsafeAfterFork { .. } => "UnsafeAfterForkError",
-        Error::Worker { .. } => "WorkerError",
-        _ => "InternalError",
-    }
-}
-
-/// Converts a core error. Ctrl-C and `sys.exit` inside a python model come
-/// back as themselves (`KeyboardInterrupt`, `SystemExit` with its code), so
-/// that `except Exception` does not swallow them.
-pub fn to_py(py: Python<'_>, err: Error) -> PyErr {
-    match err {
-        Error::Interrupted(message) => pyo3::exceptions::PyKeyboardInterrupt::new_err(message),
-        Error::Exit(code) => match code.parse::<i64>() {
-            Ok(n) => pyo3::exceptions::PySystemExit::new_err(n),
-            Err(_) if code == "None" => pyo3::exceptions::PySystemExit::new_err(py.None()),
-            Err(_) => pyo3::exceptions::PySystemExit::new_err(code),
-        },
-        err => raise(py, class_of(&err), err.to_string()),
+impl From<CoreError> for PyErr {
+    fn from(CoreError(err): CoreError) -> PyErr {
+        match err {
+            Error::Interrupted(message) => PyKeyboardInterrupt::new_err(message),
+            Error::Exit(code) => match code.parse::<i64>() {
+                Ok(n) => PySystemExit::new_err(n),
+                Err(_) if code == "None" => PySystemExit::new_err(()),
+                Err(_) => PySystemExit::new_err(code),
+            },
+            err => ErrorClass::from(&err).new_err(err.to_string()),
+        }
     }
 }
 
 /// A Python exception raised while Neuropods handled the caller's values
 /// (reading an array, a name): the caller's own `KeyboardInterrupt`,
 /// `SystemExit` and `MemoryError` pass as they are; anything else becomes
-/// `class_name` with the culprit named, so every error is a `NeuropodError`.
-pub fn wrap_py(py: Python<'_>, err: PyErr, class_name: &str, culprit: &str) -> PyErr {
+/// `class` with the culprit named, so every error is a `NeuropodError`.
+pub fn wrap_py(py: Python<'_>, err: PyErr, class: ErrorClass, culprit: &str) -> PyErr {
     if neuropods_python::arrays::is_control_flow(py, &err) {
         return err;
     }
-    raise(py, class_name, format!("{culprit}: {err}"))
+    class.new_err(format!("{culprit}: {err}"))
 }
 
 /// Runs `f`; a Rust panic becomes `InternalError` instead of unwinding
 /// into Python (pyo3's own `PanicException` is not an `Exception`).
-pub fn guard<T>(py: Python<'_>, f: impl FnOnce() -> PyResult<T>) -> PyResult<T> {
+pub fn guard<T>(f: impl FnOnce() -> PyResult<T>) -> PyResult<T> {
     catch_unwind(AssertUnwindSafe(f))
-        .unwrap_or_else(|payload| Err(to_py(py, Error::from_panic(payload))))
+        .unwrap_or_else(|payload| Err(CoreError(Error::from_panic(payload)).into()))
 }

@@ -5,7 +5,7 @@ use neuropods_core::package::Package;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
-use crate::errors::{guard, to_py};
+use crate::errors::{guard, CoreError};
 use crate::model::spec_to_py;
 
 /// A dict: name, platform, platform_version_semver, inputs, outputs,
@@ -13,10 +13,8 @@ use crate::model::spec_to_py;
 /// ({"status": "ok" | "absent" | "mismatch", "detail": str}).
 #[pyfunction]
 pub fn inspect<'py>(py: Python<'py>, path: std::path::PathBuf) -> PyResult<Bound<'py, PyDict>> {
-    guard(py, || {
-        let package = py
-            .detach(|| Package::open(&path))
-            .map_err(|e| to_py(py, e))?;
+    guard(|| {
+        let package = py.detach(|| Package::open(&path)).map_err(CoreError)?;
         let config = package.config();
         let info = PyDict::new(py);
         info.set_item("name", &config.name)?;
@@ -34,7 +32,7 @@ pub fn inspect<'py>(py: Python<'py>, path: std::path::PathBuf) -> PyResult<Bound
         info.set_item("input_tensor_device", devices)?;
         info.set_item("custom_ops", &config.custom_ops)?;
         let files = PyList::empty(py);
-        for (rel, size) in package.files().map_err(|e| to_py(py, e))? {
+        for (rel, size) in package.files().map_err(CoreError)? {
             let file = PyDict::new(py);
             file.set_item("path", rel)?;
             file.set_item("size", size)?;

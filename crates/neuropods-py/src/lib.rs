@@ -14,17 +14,16 @@ use pyo3::prelude::*;
 /// Panics on purpose, inside the same guard as every other entry point; lets
 /// tests check that a Rust panic surfaces as `InternalError`.
 #[pyfunction]
-fn _panic_for_tests(py: Python<'_>) -> PyResult<()> {
-    errors::guard(py, || panic!("deliberate panic for tests"))
+fn _panic_for_tests() -> PyResult<()> {
+    errors::guard(|| panic!("deliberate panic for tests"))
 }
 
 /// Checks config.json text as the loader would; raises `ConfigError`.
 #[pyfunction]
-fn check_config(py: Python<'_>, text: &str) -> PyResult<()> {
-    errors::guard(py, || {
-        neuropods_core::ModelConfig::from_json(text)
-            .map(drop)
-            .map_err(|e| errors::to_py(py, e))
+fn check_config(text: &str) -> PyResult<()> {
+    errors::guard(|| {
+        neuropods_core::ModelConfig::from_json(text).map_err(errors::CoreError)?;
+        Ok(())
     })
 }
 
@@ -32,20 +31,19 @@ fn check_config(py: Python<'_>, text: &str) -> PyResult<()> {
 /// lines); raises `ConfigError` naming the first malformed line.
 #[pyfunction]
 fn check_requirements(py: Python<'_>, text: &str) -> PyResult<()> {
-    errors::guard(py, || {
-        neuropods_python::check_requirements(py, text).map_err(|e| errors::to_py(py, e))
-    })
+    errors::guard(|| Ok(neuropods_python::check_requirements(py, text).map_err(errors::CoreError)?))
 }
 
 /// Writes `manifest.json` (sha256 of every file) into a package folder.
 #[pyfunction]
-fn write_manifest(py: Python<'_>, package_dir: std::path::PathBuf) -> PyResult<()> {
-    errors::guard(py, || {
-        let text = neuropods_core::package::build_manifest(&package_dir)
-            .map_err(|e| errors::to_py(py, e))?;
+fn write_manifest(package_dir: std::path::PathBuf) -> PyResult<()> {
+    errors::guard(|| {
+        let text =
+            neuropods_core::package::build_manifest(&package_dir).map_err(errors::CoreError)?;
         let path = package_dir.join(neuropods_core::package::MANIFEST_FILE);
         std::fs::write(&path, text)
-            .map_err(|e| errors::to_py(py, neuropods_core::Error::Io { path, source: e }))
+            .map_err(|source| errors::CoreError(neuropods_core::Error::Io { path, source }))?;
+        Ok(())
     })
 }
 

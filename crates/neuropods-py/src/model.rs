@@ -1,6 +1,7 @@
 //! The `Neuropod` class: load options from keyword arguments, dict in and
 //! dict out, the GIL released while the backend runs.
 
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use neuropods_core::{Buffer, DType, Dim, LoadOptions, Tensor, TensorMap, TensorSpec};
@@ -8,94 +9,67 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
 use crate::convert::{tensor_from_numpy, tensor_name, tensor_to_numpy, type_error, Access};
-use crate::errors::{guard, raise, to_py};
+use crate::errors::{guard, CoreError, ErrorClass};
 
-/// Load options accepted as keyword arguments, besides `visible_gpu`.
-const OPTIONS: [&str; 5] = [
-    "intra_op_threads",
-    "inter_op_threads",
-    "verify_manifest",
-    "use_ope",
-    "ope_python",
-];
+/// The load options as `Neuropod(...)` and `serve(...)` take them: keyword
+/// arguments with defaults (an unknown one is Python's own `TypeError`).
+/// Values are checked here, naming the option, into the core's
+/// [`LoadOptions`].
+pub(crate) struct LoadArgs<'a, 'py> {
+    pub visible_gpu: Option<&'a Bound<'py, PyAny>>,
+    pub intra_op_threads: Option<&'a Bound<'py, PyAny>>,
+    pub inter_op_threads: Option<&'a Bound<'py, PyAny>>,
+    pub verify_manifest: bool,
+    pub use_ope: bool,
+    pub ope_python: Option<&'a Bound<'py, PyAny>>,
+}
 
-pub(crate) fn parse_options(
-    py: Python<'_>,
-    visible_gpu: Option<&Bound<'_, PyAny>>,
-    options: Option<&Bound<'_, PyDict>>,
-) -> PyResult<LoadOptions> {
-    let mut load = LoadOptions::default();
-    let count = |name: &str, v: &Bound<'_, PyAny>| -> PyResult<Option<u32>> {
-        if v.is_none() {
-            return Ok(None);
+impl LoadArgs<'_, '_> {
+    pub fn into_options(self, py: Python<'_>) -> PyResult<LoadOptions> {
+        let mut load = LoadOptions {
+            verify_manifest: self.verify_manifest,
+            use_ope: self.use_ope,
+            ..LoadOptions::default()
+        };
+        load.backend.visible_gpu = count("visible_gpu", self.visible_gpu)?;
+        load.backend.intra_op_threads = count("intra_op_threads", self.intra_op_threads)?;
+        load.backend.inter_op_threads = count("inter_op_threads", self.inter_op_threads)?;
+        load.ope_python = match self.ope_python {
+            Some(path) if !path.is_none() => Some(path.extract::<PathBuf>().map_err(|_| {
+                ErrorClass::InvalidOption.new_err(format!(
+                    "ope_python must be the path of a Python executable, got {}",
+                    path.repr().map(|r| r.to_string()).unwrap_or_default()
+                ))
+            })?),
+            _ => None,
+        };
+        if load.use_ope && load.ope_python.is_none() {
+            // A python model in a worker runs on the caller's own interpreter
+            // (and environment), as it would in-process.
+            let executable: Option<PathBuf> =
+                py.import("sys")?.getattr("executable")?.extract().ok();
+            load.ope_python = executable.filter(|p| !p.as_os_str().is_empty());
+        } else if !load.use_ope && load.ope_python.is_some() {
+            return Err(ErrorClass::InvalidOption.new_err(
+                "ope_python applies only to models run out of process: pass use_ope=True too",
+            ));
         }
-        match v.extract::<i64>() {
-            Ok(n)
-                if n >= 0 && n <= u32::MAX as i64 && !v.is_instance_of::<pyo3::types::PyBool>() =>
-            {
-                Ok(Some(n as u32))
-            }
-            _ => Err(raise(
-                py,
-                "InvalidOptionError",
-                format!(
-                    "{name} must be None or a non-negative int, got {}",
-                    v.repr()?
-                ),
-            )),
-        }
+        Ok(load)
+    }
+}
+
+/// A count option: None, or an int that fits a u32 (not a bool).
+fn count(name: &str, value: Option<&Bound<'_, PyAny>>) -> PyResult<Option<u32>> {
+    let Some(value) = value.filter(|v| !v.is_none()) else {
+        return Ok(None);
     };
-    if let Some(v) = visible_gpu {
-        load.backend.visible_gpu = count("visible_gpu", v)?;
+    match value.extract::<u32>() {
+        Ok(n) if !value.is_instance_of::<pyo3::types::PyBool>() => Ok(Some(n)),
+        _ => Err(ErrorClass::InvalidOption.new_err(format!(
+            "{name} must be None or a non-negative int, got {}",
+            value.repr()?
+        ))),
     }
-    if let Some(options) = options {
-        for (key, value) in options.iter() {
-            let key: String = key.extract()?;
-            match key.as_str() {
-                "intra_op_threads" => load.backend.intra_op_threads = count(&key, &value)?,
-                "inter_op_threads" => load.backend.inter_op_threads = count(&key, &value)?,
-                "verify_manifest" => load.verify_manifest = value.is_truthy()?,
-                "use_ope" => load.use_ope = value.is_truthy()?,
-                "ope_python" if value.is_none() => load.ope_python = None,
-                "ope_python" => {
-                    load.ope_python = Some(value.extract::<std::path::PathBuf>().map_err(|_| {
-                        raise(
-                            py,
-                            "InvalidOptionError",
-                            format!(
-                                "ope_python must be the path of a Python executable, got {}",
-                                value.repr().map(|r| r.to_string()).unwrap_or_default()
-                            ),
-                        )
-                    })?)
-                }
-                _ => {
-                    return Err(raise(
-                        py,
-                        "InvalidOptionError",
-                        format!(
-                            "unknown load option '{key}' (known: visible_gpu, {})",
-                            OPTIONS.join(", ")
-                        ),
-                    ))
-                }
-            }
-        }
-    }
-    if load.use_ope && load.ope_python.is_none() {
-        // A python model in a worker runs on the caller's own interpreter
-        // (and environment), as it would in-process.
-        let executable: Option<std::path::PathBuf> =
-            py.import("sys")?.getattr("executable")?.extract().ok();
-        load.ope_python = executable.filter(|p| !p.as_os_str().is_empty());
-    } else if !load.use_ope && load.ope_python.is_some() {
-        return Err(raise(
-            py,
-            "InvalidOptionError",
-            "ope_python applies only to models run out of process: pass use_ope=True too".into(),
-        ));
-    }
-    Ok(load)
 }
 
 pub(crate) fn spec_to_py<'py>(
@@ -123,11 +97,12 @@ pub(crate) fn spec_to_py<'py>(
 
 /// A loaded model.
 ///
-/// `Neuropod(path, visible_gpu=None, **options)` loads a package (a folder or
-/// a zip). Options: `intra_op_threads`, `inter_op_threads`,
-/// `verify_manifest`, `use_ope` (run the model in a worker process) and
-/// `ope_python` (the interpreter a python model's worker runs). Usable as a
-/// context manager; `infer` may be called from many threads at once.
+/// `Neuropod(path, visible_gpu=None, *, intra_op_threads=None,
+/// inter_op_threads=None, verify_manifest=False, use_ope=False,
+/// ope_python=None)` loads a package (a folder or a zip); `use_ope` runs the
+/// model in a worker process, `ope_python` names the interpreter a python
+/// model's worker runs. Usable as a context manager; `infer` may be called
+/// from many threads at once.
 #[pyclass(frozen, module = "neuropods_native")]
 pub struct Neuropod {
     // None once closed. Calls clone the Arc, so closing while another
@@ -136,33 +111,45 @@ pub struct Neuropod {
 }
 
 impl Neuropod {
-    fn model(&self, py: Python<'_>) -> PyResult<Arc<neuropods_core::Neuropod>> {
+    fn model(&self) -> PyResult<Arc<neuropods_core::Neuropod>> {
         let guard = self.model.lock().unwrap_or_else(|p| p.into_inner());
-        guard.clone().ok_or_else(|| {
-            raise(
-                py,
-                "ModelClosedError",
-                "this neuropod has been closed".into(),
-            )
-        })
+        guard
+            .clone()
+            .ok_or_else(|| ErrorClass::ModelClosed.new_err("this neuropod has been closed"))
     }
 }
 
 #[pymethods]
 impl Neuropod {
     #[new]
-    #[pyo3(signature = (neuropod_path, visible_gpu = None, **options))]
+    #[pyo3(signature = (
+        neuropod_path, visible_gpu = None, *, intra_op_threads = None, inter_op_threads = None,
+        verify_manifest = false, use_ope = false, ope_python = None
+    ))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
-        neuropod_path: std::path::PathBuf,
+        neuropod_path: PathBuf,
         visible_gpu: Option<&Bound<'_, PyAny>>,
-        options: Option<&Bound<'_, PyDict>>,
+        intra_op_threads: Option<&Bound<'_, PyAny>>,
+        inter_op_threads: Option<&Bound<'_, PyAny>>,
+        verify_manifest: bool,
+        use_ope: bool,
+        ope_python: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
-        guard(py, || {
-            let options = parse_options(py, visible_gpu, options)?;
+        guard(|| {
+            let options = LoadArgs {
+                visible_gpu,
+                intra_op_threads,
+                inter_op_threads,
+                verify_manifest,
+                use_ope,
+                ope_python,
+            }
+            .into_options(py)?;
             let model = py
                 .detach(|| neuropods_core::Neuropod::load(&neuropod_path, &options))
-                .map_err(|e| to_py(py, e))?;
+                .map_err(CoreError)?;
             if !model.load_warnings().is_empty() {
                 let logger = py
                     .import("logging")?
@@ -183,27 +170,24 @@ impl Neuropod {
         py: Python<'py>,
         inputs: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyDict>> {
-        guard(py, || {
-            let model = self.model(py)?;
+        guard(|| {
+            let model = self.model()?;
             let Ok(inputs) = inputs.cast::<PyDict>() else {
-                return Err(type_error(
-                    py,
-                    format!(
-                        "infer takes a dict of input name to numpy array, got {}",
-                        inputs.get_type().name()?
-                    ),
-                ));
+                return Err(type_error(format!(
+                    "infer takes a dict of input name to numpy array, got {}",
+                    inputs.get_type().name()?
+                )));
             };
             let mut tensors = TensorMap::new();
             for (key, value) in inputs.iter() {
-                let name = tensor_name(py, &key)?;
+                let name = tensor_name(&key)?;
                 let tensor = tensor_from_numpy(py, &name, &value)?;
                 tensors.insert(name, tensor);
             }
             let outputs = py.detach(|| model.infer(&tensors));
             // Inputs borrow numpy memory; drop them while attached.
             drop(tensors);
-            let outputs = outputs.map_err(|e| to_py(py, e))?;
+            let outputs = outputs.map_err(CoreError)?;
             let dict = PyDict::new(py);
             for (name, tensor) in outputs {
                 let array = tensor_to_numpy(py, &name, tensor, Access::ReadOnly)?;
@@ -224,8 +208,8 @@ impl Neuropod {
         shape: Vec<usize>,
         dtype: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        guard(py, || {
-            let model = self.model(py)?;
+        guard(|| {
+            let model = self.model()?;
             let dtype = match dtype {
                 None => model
                     .inputs()
@@ -238,15 +222,13 @@ impl Neuropod {
                         .call_method1("dtype", (d,))
                         .and_then(|d| d.getattr("name"))
                         .and_then(|n| n.extract())
-                        .map_err(|e| type_error(py, format!("dtype {d}: {e}")))?;
+                        .map_err(|e| type_error(format!("dtype {d}: {e}")))?;
                     DType::from_name(&numpy_name).ok_or_else(|| {
-                        type_error(py, format!("dtype {numpy_name} is not one Neuropods takes"))
+                        type_error(format!("dtype {numpy_name} is not one Neuropods takes"))
                     })?
                 }
             };
-            let allocation = model
-                .allocate(name, dtype, &shape)
-                .map_err(|e| to_py(py, e))?;
+            let allocation = model.allocate(name, dtype, &shape).map_err(CoreError)?;
             // SAFETY: the allocation's owner keeps its bytes alive; the
             // array is the only writer, as for any array a caller fills.
             let buffer = unsafe {
@@ -256,7 +238,7 @@ impl Neuropod {
                     allocation.owner().clone(),
                 )
             };
-            let tensor = Tensor::from_buffer(dtype, shape, buffer).map_err(|e| to_py(py, e))?;
+            let tensor = Tensor::from_buffer(dtype, shape, buffer).map_err(CoreError)?;
             tensor_to_numpy(py, name, tensor, Access::Writable)
         })
     }
@@ -264,8 +246,8 @@ impl Neuropod {
     /// The process id of the worker running this model (None in-process,
     /// and after a worker was lost until the next call starts another).
     #[getter]
-    fn worker_pid(&self, py: Python<'_>) -> PyResult<Option<u32>> {
-        Ok(self.model(py)?.worker_pid())
+    fn worker_pid(&self) -> PyResult<Option<u32>> {
+        Ok(self.model()?.worker_pid())
     }
 
     /// Frees the model now (also done by `with` and by garbage collection).
@@ -287,30 +269,30 @@ impl Neuropod {
 
     /// Model name from config.json.
     #[getter]
-    fn name(&self, py: Python<'_>) -> PyResult<String> {
-        Ok(self.model(py)?.name().to_string())
+    fn name(&self) -> PyResult<String> {
+        Ok(self.model()?.name().to_string())
     }
 
     /// Platform: "torchscript", "tensorflow" or "python".
     #[getter]
-    fn platform(&self, py: Python<'_>) -> PyResult<&'static str> {
-        Ok(self.model(py)?.platform().name())
+    fn platform(&self) -> PyResult<&'static str> {
+        Ok(self.model()?.platform().name())
     }
 
     /// Input specs: a list of {"name", "dtype", "shape"}.
     #[getter]
     fn inputs<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        spec_to_py(py, self.model(py)?.inputs())
+        spec_to_py(py, self.model()?.inputs())
     }
 
     /// Output specs: a list of {"name", "dtype", "shape"}.
     #[getter]
     fn outputs<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        spec_to_py(py, self.model(py)?.outputs())
+        spec_to_py(py, self.model()?.outputs())
     }
 
-    fn __repr__(&self, py: Python<'_>) -> String {
-        match self.model(py) {
+    fn __repr__(&self) -> String {
+        match self.model() {
             Ok(m) => format!("<Neuropod '{}' ({})>", m.name(), m.platform()),
             Err(_) => "<Neuropod (closed)>".to_string(),
         }

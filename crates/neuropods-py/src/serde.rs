@@ -8,16 +8,16 @@ use pyo3::types::{PyBytes, PyDict};
 use crate::convert::{
     buffer_from_python, tensor_from_numpy, tensor_name, tensor_to_numpy, type_error, Access,
 };
-use crate::errors::{guard, to_py};
+use crate::errors::{guard, CoreError};
 
 /// Serializes a numpy array, or a dict of str to numpy array, to bytes.
 #[pyfunction]
 pub fn serialize<'py>(py: Python<'py>, value: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
-    guard(py, || {
+    guard(|| {
         if let Ok(dict) = value.cast::<PyDict>() {
             let mut map = TensorMap::new();
             for (key, item) in dict.iter() {
-                let name = tensor_name(py, &key)?;
+                let name = tensor_name(&key)?;
                 map.insert(name.clone(), tensor_from_numpy(py, &name, &item)?);
             }
             let len = wire::serialized_len_map(&map);
@@ -73,7 +73,7 @@ fn new_bytes<'py>(
         // SAFETY: as above.
         write(unsafe { std::slice::from_raw_parts_mut(body as *mut u8, len) })
     };
-    result.map_err(|e| to_py(py, e))?;
+    result.map_err(CoreError)?;
     Ok(bytes)
 }
 
@@ -90,47 +90,46 @@ fn advise_huge_pages(start: usize, len: usize) {
     }
 }
 
-/// Reads bytes written by `serialize` (in Python or Rust). Numeric arrays
-/// view the bytes object's memory without copying it when it is aligned.
+/// Reads bytes written by `serialize` (in Python or Rust), from any object
+/// with the buffer protocol. Numeric arrays view a `bytes` object's memory
+/// without copying it when it is aligned; other buffers (bytearray,
+/// memoryview, numpy) may change after the call, so they are copied once.
 #[pyfunction]
 pub fn deserialize<'py>(py: Python<'py>, data: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
-    guard(py, || {
-        let parsed = if let Ok(bytes) = data.cast::<PyBytes>() {
-            let slice = bytes.as_bytes();
-            // SAFETY: bytes objects are immutable and the buffer owns a
-            // reference to this one.
-            let buffer = unsafe {
-                buffer_from_python(
-                    slice.as_ptr(),
-                    slice.len(),
-                    bytes.clone().into_any().unbind(),
-                )
-            };
-            py.detach(|| wire::deserialize(&buffer))
-        } else {
-            // Anything else with the buffer protocol (bytearray, memoryview,
-            // numpy bytes) is copied; other objects are refused rather than
+    guard(|| {
+        let bytes = match data.cast::<PyBytes>() {
+            Ok(bytes) => bytes.clone(),
+            // Objects without the buffer protocol are refused rather than
             // passed to bytes(), which would turn an int into zeros.
-            let view = py
+            Err(_) => py
                 .import("builtins")?
                 .getattr("memoryview")?
                 .call1((data,))
                 .map_err(|_| {
-                    type_error(
-                        py,
-                        format!(
-                            "deserialize takes a bytes-like object, got {}",
-                            data.get_type()
-                                .name()
-                                .map(|n| n.to_string())
-                                .unwrap_or_default()
-                        ),
-                    )
-                })?;
-            let copy: Vec<u8> = view.call_method0("tobytes")?.extract()?;
-            wire::deserialize_bytes(&copy)
-        }
-        .map_err(|e| to_py(py, e))?;
+                    type_error(format!(
+                        "deserialize takes a bytes-like object, got {}",
+                        data.get_type()
+                            .name()
+                            .map(|n| n.to_string())
+                            .unwrap_or_default()
+                    ))
+                })?
+                .call_method0("tobytes")?
+                .cast_into::<PyBytes>()?,
+        };
+        let slice = bytes.as_bytes();
+        // SAFETY: bytes objects are immutable and the buffer owns a
+        // reference to this one.
+        let buffer = unsafe {
+            buffer_from_python(
+                slice.as_ptr(),
+                slice.len(),
+                bytes.clone().into_any().unbind(),
+            )
+        };
+        let parsed = py
+            .detach(|| wire::deserialize(&buffer))
+            .map_err(CoreError)?;
         match parsed {
             Serialized::Tensor(tensor) => tensor_to_numpy(py, "value", tensor, Access::ReadOnly),
             Serialized::Map(map) => {

@@ -8,10 +8,9 @@ use std::time::Duration;
 
 use neuropods_server::{BatchSettings, ModelSettings, Repository, ServerConfig};
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
 
-use crate::errors::{guard, raise, to_py};
-use crate::model::parse_options;
+use crate::errors::{guard, CoreError, ErrorClass};
+use crate::model::LoadArgs;
 
 /// Loads `packages` and serves them until SIGINT or SIGTERM, then drains
 /// the requests in flight and returns. Prints `neuropods serve: HTTP on
@@ -23,12 +22,14 @@ use crate::model::parse_options;
 #[pyo3(
     text_signature = "(packages, *, host='127.0.0.1', http_port=8000, grpc_port=8001, \
     instances=1, max_batch_size=0, max_queue_delay_us=500, max_body_bytes=67108864, \
-    drain_timeout_s=30.0, visible_gpu=None, **options)"
+    drain_timeout_s=30.0, visible_gpu=None, intra_op_threads=None, inter_op_threads=None, \
+    verify_manifest=False, use_ope=False, ope_python=None)"
 )]
 #[pyo3(signature = (
     packages, *, host = "127.0.0.1".to_string(), http_port = Some(8000), grpc_port = Some(8001),
     instances = 1, max_batch_size = 0, max_queue_delay_us = 500, max_body_bytes = 64 << 20,
-    drain_timeout_s = 30.0, visible_gpu = None, **options
+    drain_timeout_s = 30.0, visible_gpu = None, intra_op_threads = None, inter_op_threads = None,
+    verify_manifest = false, use_ope = false, ope_python = None
 ))]
 #[allow(clippy::too_many_arguments)]
 pub fn serve(
@@ -43,11 +44,23 @@ pub fn serve(
     max_body_bytes: usize,
     drain_timeout_s: f64,
     visible_gpu: Option<&Bound<'_, PyAny>>,
-    options: Option<&Bound<'_, PyDict>>,
+    intra_op_threads: Option<&Bound<'_, PyAny>>,
+    inter_op_threads: Option<&Bound<'_, PyAny>>,
+    verify_manifest: bool,
+    use_ope: bool,
+    ope_python: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<()> {
-    guard(py, || {
-        let load = parse_options(py, visible_gpu, options)?;
-        let invalid = |message: String| raise(py, "InvalidOptionError", message);
+    guard(|| {
+        let load = LoadArgs {
+            visible_gpu,
+            intra_op_threads,
+            inter_op_threads,
+            verify_manifest,
+            use_ope,
+            ope_python,
+        }
+        .into_options(py)?;
+        let invalid = |message: String| ErrorClass::InvalidOption.new_err(message);
         if packages.is_empty() {
             return Err(invalid("serve needs at least one package".into()));
         }
@@ -79,10 +92,10 @@ pub fn serve(
         neuropods_server::init_logging();
         let repository = py
             .detach(|| Repository::load(&packages, &load, &settings))
-            .map_err(|e| to_py(py, e))?;
+            .map_err(CoreError)?;
         // A Ctrl-C while the models loaded reached only Python's handler.
         py.check_signals()?;
         py.detach(|| neuropods_server::run_until_signal(repository, config))
-            .map_err(|message| raise(py, "NeuropodIOError", message))
+            .map_err(|message| ErrorClass::Io.new_err(message))
     })
 }

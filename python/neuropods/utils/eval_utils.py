@@ -10,11 +10,12 @@ a pickle: reading a package's test data never runs code from it.
 
 import os
 import zipfile
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Unpack
 
 import numpy as np
 
 import neuropods_native
+from neuropods.loader import LoadOptions, load_neuropod
 
 TEST_DATA_DIR = "test_data"
 INPUT_FILE = "test_input_data.bin"
@@ -106,8 +107,8 @@ def load_and_test_neuropod(
     neuropod_path: "os.PathLike[str] | str",
     test_input_data: Optional[Mapping[str, Any]] = None,
     test_expected_out: Optional[Mapping[str, Any]] = None,
-    neuropod_load_args: Optional[Mapping[str, Any]] = None,
-    **load_options: Any,
+    neuropod_load_args: Optional[LoadOptions] = None,
+    **load_options: Unpack[LoadOptions],
 ) -> Arrays:
     """Loads a package, runs it on ``test_input_data`` and checks the outputs
     against ``test_expected_out``; returns the outputs. Without
@@ -116,8 +117,6 @@ def load_and_test_neuropod(
     (``use_ope=True``...) come as ``neuropod_load_args``, as in the
     original, or as keyword arguments. Raises ValueError if an output
     differs or if there is no test data."""
-    from neuropods.loader import load_neuropod
-
     if test_input_data is None:
         stored = load_test_data(neuropod_path)
         if stored is None:
@@ -128,7 +127,7 @@ def load_and_test_neuropod(
         test_input_data, stored_expected = stored
         if test_expected_out is None:
             test_expected_out = stored_expected
-    options = {**(neuropod_load_args or {}), **load_options}
+    options: LoadOptions = {**(neuropod_load_args or {}), **load_options}
     with load_neuropod(neuropod_path, **options) as model:
         out = model.infer(dict(test_input_data))
     if test_expected_out is not None:
