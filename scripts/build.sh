@@ -5,9 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
 bash scripts/tf-pkgconfig.sh > /dev/null
-cargo build --release -p neuropods-torchscript -p neuropods-tensorflow -p neuropods-python -p neuropods-core --examples --lib --bins
+cargo build --release -p neuropods-torchscript -p neuropods-tensorflow -p neuropods-onnx -p neuropods-python -p neuropods-core --examples --lib --bins
 mkdir -p python/neuropods_native/backends
-for backend in torchscript tensorflow python; do
+for backend in torchscript tensorflow onnx python; do
   cp "$CARGO_TARGET_DIR/release/libneuropods_$backend.so" python/neuropods_native/backends/
 done
 # The worker process of out-of-process execution; it finds the backends

@@ -21,12 +21,16 @@ package_dir() {
 }
 TORCH_DIR="$(package_dir torch)"
 TF_DIR="$(package_dir tensorflow)"
+ORT_DIR="$(package_dir onnxruntime)/capi"
 # Rust test binaries and examples link the frameworks but have no rpath to
 # them; NEUROPODS_LIBTORCH_DIR / NEUROPODS_TENSORFLOW_DIR also let the core
 # preload them. (Not LIBTORCH: torch-sys's build script watches it, and
 # setting it here would rebuild torch-sys on every run.)
 export NEUROPODS_LIBTORCH_DIR="$TORCH_DIR/lib"
 export NEUROPODS_TENSORFLOW_DIR="$TF_DIR"
+# The ONNX backend opens libonnxruntime.so itself; installed wheels find the
+# onnxruntime wheel's, Rust test binaries are told where it is.
+export NEUROPODS_ONNXRUNTIME_DIR="$ORT_DIR"
 export LD_LIBRARY_PATH="$TORCH_DIR/lib:$TF_DIR${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 # The interpreter Rust programs embed for python-platform models.
 export NEUROPODS_PYTHON="$VENV/bin/python"

@@ -27,6 +27,8 @@ pub enum Platform {
     TensorFlow,
     /// Python code (also written as `pytorch` by the original packagers).
     Python,
+    /// An ONNX model, run by ONNX Runtime.
+    Onnx,
 }
 
 impl Platform {
@@ -36,6 +38,7 @@ impl Platform {
             Platform::TorchScript => "torchscript",
             Platform::TensorFlow => "tensorflow",
             Platform::Python => "python",
+            Platform::Onnx => "onnx",
         }
     }
 }
@@ -47,6 +50,7 @@ impl FromStr for Platform {
             "torchscript" => Ok(Platform::TorchScript),
             "tensorflow" => Ok(Platform::TensorFlow),
             "python" | "pytorch" => Ok(Platform::Python),
+            "onnx" => Ok(Platform::Onnx),
             _ => Err(()),
         }
     }
@@ -192,7 +196,7 @@ fn platform<'de, D: Deserializer<'de>>(d: D) -> Result<Platform, D::Error> {
     let name = String::deserialize(d)?;
     name.parse().map_err(|()| {
         de::Error::custom(format!(
-            "unknown platform '{name}' (expected torchscript, tensorflow or python)"
+            "unknown platform '{name}' (expected torchscript, tensorflow, python or onnx)"
         ))
     })
 }

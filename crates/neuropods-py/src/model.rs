@@ -273,7 +273,7 @@ impl Neuropod {
         Ok(self.model()?.name().to_string())
     }
 
-    /// Platform: "torchscript", "tensorflow" or "python".
+    /// Platform: "torchscript", "tensorflow", "python" or "onnx".
     #[getter]
     fn platform(&self) -> PyResult<&'static str> {
         Ok(self.model()?.platform().name())

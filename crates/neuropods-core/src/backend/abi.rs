@@ -123,6 +123,10 @@ pub enum ErrorKind {
     OutOfMemory = 8,
     /// The framework's version is not one the backend or the model supports.
     FrameworkVersion = 9,
+    /// The framework is not installed or cannot be opened (for backends
+    /// that open their framework themselves); the message is the detail,
+    /// the core adds what to install.
+    FrameworkNotFound = 10,
 }
 
 impl ErrorKind {
@@ -137,6 +141,7 @@ impl ErrorKind {
             7 => ErrorKind::Exit,
             8 => ErrorKind::OutOfMemory,
             9 => ErrorKind::FrameworkVersion,
+            10 => ErrorKind::FrameworkNotFound,
             _ => ErrorKind::Internal,
         }
     }
@@ -215,7 +220,7 @@ pub struct InputDeviceRef {
 pub struct ModelConfigRef {
     /// Model name.
     pub name: StrRef,
-    /// Platform code: 1 torchscript, 2 tensorflow, 3 python.
+    /// Platform code: 1 torchscript, 2 tensorflow, 3 python, 4 onnx.
     pub platform: u32,
     /// The framework version range, as written (`"*"` when absent).
     pub platform_version_semver: StrRef,

@@ -14,10 +14,11 @@ use crate::spec::{Dim, TensorSpec};
 use crate::tensor::DType;
 use crate::version::VersionRange;
 
-const PLATFORMS: [(Platform, u32); 3] = [
+const PLATFORMS: [(Platform, u32); 4] = [
     (Platform::TorchScript, 1),
     (Platform::TensorFlow, 2),
     (Platform::Python, 3),
+    (Platform::Onnx, 4),
 ];
 
 fn platform_code(platform: Platform) -> u32 {

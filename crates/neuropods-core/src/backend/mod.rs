@@ -145,6 +145,15 @@ impl Collected {
                 platform: platform.name().to_string(),
                 detail: message,
             },
+            ErrorKind::FrameworkNotFound => {
+                let info = registry::info(platform);
+                Error::FrameworkNotFound {
+                    platform: platform.name().to_string(),
+                    framework: info.framework.to_string(),
+                    hint: info.install_hint.to_string(),
+                    detail: message,
+                }
+            }
             ErrorKind::InvalidPackage => Error::InvalidPackage {
                 path: package.to_path_buf(),
                 reason: message,

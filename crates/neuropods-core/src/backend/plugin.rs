@@ -108,6 +108,7 @@ fn error_kind(err: &Error) -> ErrorKind {
         Error::Exit(_) => ErrorKind::Exit,
         Error::OutOfMemory(_) => ErrorKind::OutOfMemory,
         Error::FrameworkVersion { .. } => ErrorKind::FrameworkVersion,
+        Error::FrameworkNotFound { .. } => ErrorKind::FrameworkNotFound,
         _ => ErrorKind::Backend,
     }
 }
@@ -136,7 +137,9 @@ unsafe fn report(sink: &Sink, err: &Error) {
         | Error::Interrupted(message)
         | Error::Exit(message)
         | Error::OutOfMemory(message) => message.clone(),
-        Error::FrameworkVersion { detail, .. } => detail.clone(),
+        Error::FrameworkVersion { detail, .. } | Error::FrameworkNotFound { detail, .. } => {
+            detail.clone()
+        }
         // The core names the package again on its side.
         Error::InvalidPackage { reason, .. } => reason.clone(),
         other => other.to_string(),

@@ -96,6 +96,18 @@ pub const BACKENDS: &[BackendInfo] = &[
         env_defaults: &[],
         startup_filter: None,
     },
+    BackendInfo {
+        platform: Platform::Onnx,
+        library: "libneuropods_onnx.so",
+        framework: "ONNX Runtime 1.17 or later",
+        install_hint: "install it with `pip install onnxruntime` (or onnxruntime-gpu), or set \
+                       NEUROPODS_ONNXRUNTIME_DIR to the folder of its libonnxruntime.so",
+        // The backend opens the runtime itself (ort's load-dynamic), from
+        // the folders in `framework_lib_dirs` or the installed wheel.
+        framework_libs: &[],
+        env_defaults: &[],
+        startup_filter: None,
+    },
 ];
 
 /// The backend facts for a platform.
@@ -149,7 +161,8 @@ pub fn search_dirs() -> Vec<PathBuf> {
 }
 
 /// Folders where a framework's own libraries may be, from the environment
-/// (`NEUROPODS_LIBTORCH_DIR` or tch's `LIBTORCH`; `NEUROPODS_TENSORFLOW_DIR`).
+/// (`NEUROPODS_LIBTORCH_DIR` or tch's `LIBTORCH`; `NEUROPODS_TENSORFLOW_DIR`;
+/// `NEUROPODS_ONNXRUNTIME_DIR`).
 /// Installed wheels do not need these: backend libraries find the framework
 /// through their rpath into site-packages.
 pub fn framework_lib_dirs(platform: Platform) -> Vec<PathBuf> {
@@ -163,6 +176,7 @@ pub fn framework_lib_dirs(platform: Platform) -> Vec<PathBuf> {
         .flatten()
         .collect(),
         Platform::TensorFlow => var("NEUROPODS_TENSORFLOW_DIR").into_iter().collect(),
+        Platform::Onnx => var("NEUROPODS_ONNXRUNTIME_DIR").into_iter().collect(),
         Platform::Python => Vec::new(),
     }
 }
@@ -230,8 +244,10 @@ fn open_globally(path: &Path) -> std::result::Result<(), String> {
     Ok(())
 }
 
-/// The folder of the binary (executable or shared library) holding this code.
-fn own_dir() -> Option<PathBuf> {
+/// The folder of the binary (executable or shared library) holding this
+/// code: the core is linked into each backend library too, so called from a
+/// backend this is the backend library's folder.
+pub fn own_dir() -> Option<PathBuf> {
     let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
     // SAFETY: dladdr only reads the address and fills `info`.
     let found = unsafe { libc::dladdr(own_dir as *const libc::c_void, &mut info) };
