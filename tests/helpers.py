@@ -177,6 +177,8 @@ FRAMEWORK_ENV = (
     "LIBTORCH",
     "NEUROPODS_LIBTORCH_DIR",
     "NEUROPODS_TENSORFLOW_DIR",
+    "NEUROPODS_ONNXRUNTIME_DIR",
+    "ORT_DYLIB_PATH",
     "NEUROPODS_PYTHON",
     "NEUROPODS_BACKEND_DIR",
     "LD_LIBRARY_PATH",
@@ -211,3 +213,15 @@ def make_venv(folder, packages):
     if install.returncode != 0:
         pytest.skip(f"could not install {packages} into a fresh venv: {install.stderr[-2000:]}")
     return python
+
+
+def run_python(code, python=sys.executable, timeout=120, env=None):
+    """Runs `code` (dedented) in a fresh interpreter, with a clean
+    environment unless `env` is given; returns the CompletedProcess."""
+    return subprocess.run(
+        [python, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env if env is not None else clean_env(),
+    )

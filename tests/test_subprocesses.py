@@ -8,23 +8,12 @@ import os
 import re
 import subprocess
 import sys
-import textwrap
 import threading
 
 import numpy as np
 import pytest
 
-from helpers import NEUROPODS_HOME, TORCH_DIR, clean_env, find_infer_example, make_venv
-
-def run_python(code, python=sys.executable, timeout=120, env=None):
-    return subprocess.run(
-        [python, "-c", textwrap.dedent(code)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env if env is not None else clean_env(),
-    )
-
+from helpers import NEUROPODS_HOME, TORCH_DIR, clean_env, find_infer_example, make_venv, run_python
 
 def test_import_needs_no_framework(addition_package):
     result = run_python(
@@ -89,10 +78,28 @@ def tf_addition_package(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def torchless_results(tmp_path_factory, addition_package, tf_addition_package):
-    """Loads a TorchScript and a TF package from a fresh venv holding only
-    numpy and the built wheel; returns what the errors looked like there,
-    by platform."""
+def onnx_addition_package(tmp_path_factory):
+    """An ONNX graph computing out = x + x, packaged."""
+    from onnx import TensorProto, helper
+
+    from neuropods.packagers import create_onnx_neuropod
+
+    vector = ["n"]
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["x", "x"], ["out"])], "addition",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, vector)],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, vector)],
+    )
+    path = tmp_path_factory.mktemp("onnx") / "addition"
+    create_onnx_neuropod(neuropod_path=path, model_name="onnx_addition", onnx_model=helper.make_model(graph))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def torchless_results(tmp_path_factory, addition_package, tf_addition_package, onnx_addition_package):
+    """Loads a TorchScript, a TF and an ONNX package from a fresh venv
+    holding only numpy and the built wheel; returns what the errors looked
+    like there, by platform."""
     python = venv_with_wheel(tmp_path_factory, "torchless", "numpy")
     result = run_python(
         f"""
@@ -104,7 +111,9 @@ def torchless_results(tmp_path_factory, addition_package, tf_addition_package):
         blob = neuropods_native.serialize({{"a": np.arange(3.0)}})
         assert neuropods_native.deserialize(blob)["a"].tolist() == [0.0, 1.0, 2.0]
         results = {{}}
-        for platform, package in [("torchscript", {addition_package!r}), ("tensorflow", {tf_addition_package!r})]:
+        packages = [("torchscript", {addition_package!r}), ("tensorflow", {tf_addition_package!r}),
+                    ("onnx", {onnx_addition_package!r})]
+        for platform, package in packages:
             try:
                 neuropods.loader.load_neuropod(package)
             except Exception as e:
@@ -133,6 +142,16 @@ def test_missing_tensorflow_is_framework_not_found(torchless_results):
     assert result["class"] == "FrameworkNotFoundError", result
     assert "pip install tensorflow-cpu==2.21.0" in result["message"]
     assert "libtensorflow" in result["message"], result["message"]
+
+
+@pytest.mark.slow
+def test_missing_onnxruntime_is_framework_not_found(torchless_results):
+    result = torchless_results["onnx"]
+    assert result["class"] == "FrameworkNotFoundError", result
+    message = result["message"]
+    assert "pip install onnxruntime" in message and "NEUROPODS_ONNXRUNTIME_DIR" in message, message
+    # The detail says where it looked: the wheel's folder beside neuropods_native.
+    assert "no libonnxruntime.so in" in message and "onnxruntime/capi" in message, message
 
 
 @pytest.mark.slow

@@ -27,6 +27,8 @@ THREAD_SETTINGS = {
     "15": "torch: 1 intra-op thread in both servers (neuropods --intra-op-threads 1, the MLServer runtime "
     "torch.set_num_threads(1)); the load generator: one thread",
     "16": "torch's defaults (an intra-op thread per core) in both servers; the load generator: one thread",
+    "17": "ONNX Runtime's defaults on both sides (an intra-op thread per core, nodes run in sequence)",
+    "18": "1 intra-op thread on both sides, nodes run in sequence, all graph optimisations",
 }
 
 CASE_TITLES = {
@@ -46,6 +48,8 @@ CASE_TITLES = {
     "14": "Out-of-process execution: memory",
     "15": "Serving: neuropods serve against MLServer, 4-element add",
     "16": "Serving: dynamic batching",
+    "17": "ONNX tiny model",
+    "18": "ONNX medium model",
 }
 
 
@@ -58,7 +62,7 @@ def machine() -> Dict[str, Any]:
         pass
     memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     versions = {}
-    for package in ("neuropods", "numpy", "torch", "tensorflow-cpu", "tensorflow"):
+    for package in ("neuropods", "numpy", "torch", "tensorflow-cpu", "tensorflow", "onnxruntime"):
         try:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:

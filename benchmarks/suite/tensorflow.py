@@ -13,7 +13,7 @@ from neuropods.loader import load_neuropod
 from neuropods.packagers import create_tensorflow_neuropod
 
 from .harness import Comparison, Settings, interleave, paired, summary
-from .torchscript import MLP_BATCH, MLP_HIDDEN, MLP_WIDTH, mlp_input
+from .torchscript import MLP_BATCH, MLP_HIDDEN, MLP_WIDTH, mlp_input, mlp_weights
 
 
 def addition_graph() -> tf.Graph:
@@ -23,12 +23,6 @@ def addition_graph() -> tf.Graph:
         y = tf.compat.v1.placeholder(tf.float32, [None], name="y")
         tf.add(x, y, name="out")
     return graph
-
-
-def mlp_weights() -> List[np.ndarray]:
-    rng = np.random.default_rng(1)
-    shapes = [(MLP_WIDTH, MLP_HIDDEN), (MLP_HIDDEN, MLP_HIDDEN), (MLP_HIDDEN, MLP_WIDTH)]
-    return [(rng.standard_normal(s) / np.sqrt(s[0])).astype(np.float32) for s in shapes]
 
 
 def mlp_graph(weights: List[np.ndarray]) -> tf.Graph:

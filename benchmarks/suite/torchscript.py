@@ -75,6 +75,14 @@ def mlp_input() -> np.ndarray:
     return np.random.default_rng(0).standard_normal((MLP_BATCH, MLP_WIDTH), dtype=np.float32)
 
 
+def mlp_weights() -> List[np.ndarray]:
+    """Weights of the MLP's three layers, for the frameworks that take
+    them as constants (TF graphs, ONNX initializers)."""
+    rng = np.random.default_rng(1)
+    shapes = [(MLP_WIDTH, MLP_HIDDEN), (MLP_HIDDEN, MLP_HIDDEN), (MLP_HIDDEN, MLP_WIDTH)]
+    return [(rng.standard_normal(s) / np.sqrt(s[0])).astype(np.float32) for s in shapes]
+
+
 def run(settings: Settings, work: str) -> List[Comparison]:
     # Neuropods runs libtorch in this process, so its thread setting is
     # torch's too: both sides run with one intra-op thread.
