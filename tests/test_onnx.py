@@ -344,7 +344,8 @@ def test_thread_options_and_parallel_execution(tmp_path):
 
 
 def test_visible_gpu_without_cuda_runs_on_cpu_with_a_warning(tmp_path, caplog):
-    assert "CUDAExecutionProvider" not in onnxruntime.get_available_providers()
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("this runtime has the CUDA execution provider: the fallback is not taken")
     path = tmp_path / "add"
     create_onnx_neuropod(neuropod_path=path, model_name="add", onnx_model=add_model(), package_as_zip=False)
     x = np.arange(3, dtype=np.float32)

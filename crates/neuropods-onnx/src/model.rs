@@ -55,8 +55,8 @@ struct Runner {
 /// The session settings for these load options: all graph optimisations
 /// (as onnxruntime's Python API by default), and the thread counts.
 /// `inter_op_threads` > 0 turns on parallel execution, the only mode that
-/// uses an inter-op pool; 0 (or None) runs nodes one after another on the
-/// calling thread's run.
+/// uses an inter-op pool; 0 (or None) keeps ONNX Runtime's default, nodes
+/// run one after another.
 fn session_builder(ctx: &LoadContext, runtime: &runtime::Runtime) -> Result<SessionBuilder> {
     let mut builder = Session::builder(runtime.environment())
         .map_err(backend_error)?

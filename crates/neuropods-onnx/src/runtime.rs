@@ -1,7 +1,7 @@
 //! Finding and opening ONNX Runtime, once per process.
 //!
 //! The library is looked for, in order: `ORT_DYLIB_PATH` (a file: `ort`'s
-//! own variable), the folders in `NEUROPODS_ONNXRUNTIME_DIR`, and the
+//! own variable), the folder `NEUROPODS_ONNXRUNTIME_DIR` names, and the
 //! `onnxruntime` wheel installed beside Neuropods' (its
 //! `site-packages/onnxruntime/capi/`, found from this library's folder,
 //! `site-packages/neuropods_native/backends/`). The `onnxruntime-gpu` wheel

@@ -103,7 +103,7 @@ pub const BACKENDS: &[BackendInfo] = &[
         install_hint: "install it with `pip install onnxruntime` (or onnxruntime-gpu), or set \
                        NEUROPODS_ONNXRUNTIME_DIR to the folder of its libonnxruntime.so",
         // The backend opens the runtime itself (ort's load-dynamic), from
-        // the folders in `framework_lib_dirs` or the installed wheel.
+        // the folder `framework_lib_dirs` gives or the installed wheel.
         framework_libs: &[],
         env_defaults: &[],
         startup_filter: None,
