@@ -3,7 +3,6 @@
 //! A dim is a fixed size, any size, or a symbol; one symbol takes one value
 //! everywhere it appears within one call, inputs and outputs together.
 
-use std::collections::HashMap;
 use std::fmt;
 
 use crate::tensor::{DType, Tensor, TensorMap};
@@ -165,13 +164,22 @@ impl SpecError {
     }
 }
 
-/// Values that symbols took in one call, with the tensor that set each.
+/// Values that symbols took in one call, with the tensor that set each;
+/// borrowed from the specs. A model has a few symbols at most: a list
+/// searched in order costs less than hashing (this runs on every call).
 #[derive(Default, Debug)]
-pub struct SymbolBindings {
-    values: HashMap<String, (usize, String)>,
+pub struct SymbolBindings<'s> {
+    values: Vec<Binding<'s>>,
 }
 
-impl SymbolBindings {
+#[derive(Debug)]
+struct Binding<'s> {
+    symbol: &'s str,
+    value: usize,
+    bound_by: &'s str,
+}
+
+impl<'s> SymbolBindings<'s> {
     /// No symbol bound yet.
     pub fn new() -> Self {
         Self::default()
@@ -179,17 +187,21 @@ impl SymbolBindings {
 
     /// The value of a symbol, if bound.
     pub fn get(&self, symbol: &str) -> Option<usize> {
-        self.values.get(symbol).map(|(v, _)| *v)
+        self.binding(symbol).map(|b| b.value)
+    }
+
+    fn binding(&self, symbol: &str) -> Option<&Binding<'s>> {
+        self.values.iter().find(|b| b.symbol == symbol)
     }
 }
 
 impl TensorSpec {
     /// Checks one tensor against this spec, binding symbols as they appear.
-    pub fn check(
-        &self,
+    pub fn check<'s>(
+        &'s self,
         tensor: &Tensor,
         direction: Direction,
-        bindings: &mut SymbolBindings,
+        bindings: &mut SymbolBindings<'s>,
     ) -> Result<(), SpecError> {
         if tensor.dtype() != self.dtype {
             return Err(SpecError::DTypeMismatch {
@@ -222,24 +234,24 @@ impl TensorSpec {
                         shape: shape.to_vec(),
                     })
                 }
-                Dim::Symbol(symbol) => match bindings.values.get(symbol) {
-                    Some((bound, _)) if *bound == got => {}
-                    Some((bound, bound_by)) => {
+                Dim::Symbol(symbol) => match bindings.binding(symbol) {
+                    Some(bound) if bound.value == got => {}
+                    Some(bound) => {
                         return Err(SpecError::SymbolMismatch {
                             direction,
                             name: self.name.clone(),
                             dim,
                             symbol: symbol.clone(),
-                            bound: *bound,
-                            bound_by: bound_by.clone(),
+                            bound: bound.value,
+                            bound_by: bound.bound_by.to_string(),
                             actual: got,
                         })
                     }
-                    None => {
-                        bindings
-                            .values
-                            .insert(symbol.clone(), (got, self.name.clone()));
-                    }
+                    None => bindings.values.push(Binding {
+                        symbol,
+                        value: got,
+                        bound_by: &self.name,
+                    }),
                 },
             }
         }
@@ -251,11 +263,11 @@ impl TensorSpec {
 ///
 /// Tensors missing from the map are allowed (models may have optional
 /// inputs, as in the original Neuropod); unknown names are not.
-pub fn validate(
-    specs: &[TensorSpec],
+pub fn validate<'s>(
+    specs: &'s [TensorSpec],
     tensors: &TensorMap,
     direction: Direction,
-    bindings: &mut SymbolBindings,
+    bindings: &mut SymbolBindings<'s>,
 ) -> Result<(), SpecError> {
     // Check in spec order so that error messages and symbol binding are
     // deterministic regardless of the map's order.

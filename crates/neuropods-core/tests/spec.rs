@@ -110,9 +110,10 @@ fn symbols_carry_from_inputs_to_outputs() {
         DType::Float32,
         vec![Dim::Symbol("batch".into())],
     )];
+    let inputs = specs();
     let mut bindings = SymbolBindings::new();
     validate(
-        &specs(),
+        &inputs,
         &map(vec![("x", f32s(vec![4, 3]))]),
         Direction::Input,
         &mut bindings,

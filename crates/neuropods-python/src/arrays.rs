@@ -107,8 +107,12 @@ pub fn tensor_from_numpy(py: Python<'_>, name: &str, value: &Bound<'_, PyAny>) -
     // Borrowed arrays are lent to the framework as writable memory (a model
     // may work in place), so read-only ones are copied, like any array whose
     // layout the backend cannot take as it is.
-    let writeable = array.getattr("flags")?.getattr("writeable")?.is_truthy()?;
-    let array = if array.is_c_contiguous() && array.is_aligned() && native && writeable {
+    // The flags are read from the array's struct: `array.flags.writeable`
+    // would build a flags object on every call.
+    let borrowable = NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED | NPY_ARRAY_WRITEABLE;
+    // SAFETY: `array` is a live numpy array.
+    let flags = unsafe { (*array.as_array_ptr()).fields.flags };
+    let array = if flags & borrowable == borrowable && native {
         array.clone()
     } else {
         let numpy = py.import("numpy")?;
