@@ -211,6 +211,13 @@ impl Buffer {
         align == 0 || (self.ptr.as_ptr() as usize).is_multiple_of(align)
     }
 
+    /// Whether `ptr` points into this buffer's bytes (or is its address,
+    /// for an empty one).
+    pub fn contains(&self, ptr: *const u8) -> bool {
+        let (ptr, start) = (ptr as usize, self.ptr.as_ptr() as usize);
+        ptr >= start && ptr < start + self.len.max(1)
+    }
+
     /// The owner handle (for layers that hand the memory on, e.g. to numpy).
     pub fn owner(&self) -> &Arc<dyn Any + Send + Sync> {
         &self.owner

@@ -12,6 +12,7 @@
 
 mod dtypes;
 mod model;
+mod run;
 pub mod runtime;
 
 pub use model::OnnxBackend;

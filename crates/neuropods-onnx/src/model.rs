@@ -1,18 +1,17 @@
 //! Loading an ONNX model into a session, and running it.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 
-use neuropods_core::backend::plugin::{points_into_inputs, Backend, BackendModel, LoadContext};
+use neuropods_core::backend::plugin::{Backend, BackendModel, LoadContext};
 use neuropods_core::device::model_device;
-use neuropods_core::{Buffer, DType, Dim, Error, Result, Tensor, TensorMap, TensorSpec};
+use neuropods_core::{Dim, Error, Result, TensorMap, TensorSpec};
 use ort::ep::{ExecutionProvider, CUDA};
-use ort::memory::Allocator;
 use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
-use ort::session::{HasSelectedOutputs, OutputSelector, RunOptions, Session, SessionInputValue};
-use ort::value::{DynTensorValueType, DynValue, Outlet, TensorRef, ValueType};
+use ort::session::Session;
+use ort::value::{Outlet, ValueType};
 
 use crate::dtypes;
+use crate::run::Runner;
 use crate::runtime;
 
 /// The ONNX backend.
@@ -22,7 +21,7 @@ pub struct OnnxBackend;
 /// it, where ONNX Runtime looks for them.
 pub const MODEL_FILE: &str = "0/data/model.onnx";
 
-fn backend_error(message: impl std::fmt::Display) -> Error {
+pub(crate) fn backend_error(message: impl std::fmt::Display) -> Error {
     Error::Backend {
         platform: "onnx".into(),
         message: message.to_string(),
@@ -37,19 +36,13 @@ fn package_error(root: &Path, reason: String) -> Error {
 }
 
 struct OnnxModel {
-    // ort's `run` takes `&mut Session`: it holds that ONNX Runtime's `Run` is
-    // not safe to call from several threads at once on one session. Calls
-    // on one model take turns; each uses the session's intra-op pool, and
-    // `neuropods serve --instances N` runs N sessions side by side.
-    runner: Mutex<Runner>,
-    outputs: Vec<String>,
+    runner: Runner,
 }
 
-struct Runner {
-    session: Session,
-    // Asks for the spec's outputs only; None when the spec has every
-    // output of the graph (a plain run then costs less).
-    run_options: Option<RunOptions<HasSelectedOutputs>>,
+impl BackendModel for OnnxModel {
+    fn infer(&self, inputs: &TensorMap) -> Result<TensorMap> {
+        self.runner.run(inputs)
+    }
 }
 
 /// The session settings for these load options: all graph optimisations
@@ -242,207 +235,11 @@ impl Backend for OnnxBackend {
             (&ctx.config.input_spec, &ctx.config.output_spec),
             &session,
         )?;
-        let outputs: Vec<String> = ctx
-            .config
-            .output_spec
-            .iter()
-            .map(|s| s.name.clone())
-            .collect();
-        let run_options = if session.outputs().len() == outputs.len() {
-            None
-        } else {
-            let selector = outputs
-                .iter()
-                .fold(OutputSelector::no_default(), |selector, name| {
-                    selector.with(name)
-                });
-            Some(
-                RunOptions::new()
-                    .map_err(backend_error)?
-                    .with_outputs(selector),
-            )
-        };
-        Ok(Box::new(OnnxModel {
-            runner: Mutex::new(Runner {
-                session,
-                run_options,
-            }),
-            outputs,
-        }))
-    }
-}
-
-/// Calls `$body` with `$t` bound to the Rust element type of a numeric
-/// dtype.
-macro_rules! with_element_type {
-    ($dtype:expr, $t:ident => $body:expr) => {
-        match $dtype {
-            DType::Float16 => {
-                type $t = half::f16;
-                $body
-            }
-            DType::Float32 => {
-                type $t = f32;
-                $body
-            }
-            DType::Float64 => {
-                type $t = f64;
-                $body
-            }
-            DType::Int8 => {
-                type $t = i8;
-                $body
-            }
-            DType::Int16 => {
-                type $t = i16;
-                $body
-            }
-            DType::Int32 => {
-                type $t = i32;
-                $body
-            }
-            DType::Int64 => {
-                type $t = i64;
-                $body
-            }
-            DType::Uint8 => {
-                type $t = u8;
-                $body
-            }
-            DType::Uint16 => {
-                type $t = u16;
-                $body
-            }
-            DType::Uint32 => {
-                type $t = u32;
-                $body
-            }
-            DType::Uint64 => {
-                type $t = u64;
-                $body
-            }
-            DType::Bool => {
-                type $t = bool;
-                $body
-            }
-            DType::String => unreachable!("strings are not numeric"),
-        }
-    };
-}
-
-/// An ONNX Runtime value for input `name`. Numeric inputs are views of the
-/// caller's memory (the view borrows `tensor`, which outlives the run);
-/// strings are copied, as ONNX Runtime keeps its own, and so is memory a
-/// Rust caller lent unaligned for its dtype.
-fn feed<'t>(name: &str, tensor: &'t Tensor) -> Result<SessionInputValue<'t>> {
-    if let Some(strings) = tensor.strings() {
-        // ONNX Runtime takes strings as C strings.
-        if let Some(i) = strings.iter().position(|s| s.contains('\0')) {
-            return Err(Error::InvalidInput(format!(
-                "input '{name}': element {i} holds a NUL character, which ONNX Runtime's \
-                 strings cannot"
-            )));
-        }
-        let value = ort::value::Tensor::from_string_array((tensor.shape().to_vec(), strings))
-            .map_err(backend_error)?;
-        return Ok(value.into());
-    }
-    with_element_type!(tensor.dtype(), T => match tensor.as_slice::<T>() {
-        Ok(elements) => TensorRef::from_array_view((tensor.shape(), elements))
-            .map(SessionInputValue::from)
-            .map_err(backend_error),
-        Err(_) => {
-            let bytes = tensor
-                .buffer()
-                .ok_or_else(|| Error::Internal("numeric tensor without a buffer".into()))?;
-            let mut copy = ort::value::Tensor::<T>::new(&Allocator::default(), tensor.shape())
-                .map_err(backend_error)?;
-            // SAFETY: the new tensor holds exactly `bytes.len()` bytes (same
-            // dtype and shape), and the two allocations are distinct.
-            unsafe {
-                std::ptr::copy_nonoverlapping(
-                    bytes.as_ptr(),
-                    copy.data_ptr_mut().cast::<u8>(),
-                    bytes.len(),
-                )
-            };
-            Ok(copy.into())
-        }
-    })
-}
-
-/// An output tensor; numeric ones are handed on without a copy, kept alive
-/// by their ONNX Runtime value, unless they alias an input.
-fn fetched(name: &str, value: DynValue, inputs: &TensorMap) -> Result<Tensor> {
-    let ValueType::Tensor { ty, shape, .. } = value.dtype() else {
-        return Err(backend_error(format!(
-            "output '{name}' is a {}, not a tensor",
-            value.dtype()
-        )));
-    };
-    let dtype = dtypes::from_ort(*ty).ok_or_else(|| {
-        backend_error(format!(
-            "output '{name}' is of type {ty:?}, which Neuropods does not support"
-        ))
-    })?;
-    let shape: Vec<usize> = shape.iter().map(|&d| d.max(0) as usize).collect();
-    let value = value
-        .downcast::<DynTensorValueType>()
-        .map_err(backend_error)?;
-    if dtype == DType::String {
-        let (_, strings) = value.try_extract_strings().map_err(backend_error)?;
-        return Tensor::from_strings(shape, strings);
-    }
-    if !value.memory_info().is_cpu_accessible() {
-        return Err(backend_error(format!(
-            "output '{name}' is not in CPU memory"
-        )));
-    }
-    let numel = neuropods_core::tensor::checked_numel(&shape)
-        .ok_or_else(|| backend_error(format!("output '{name}' has too many elements")))?;
-    let len = numel * dtype.item_size().unwrap_or(0);
-    let ptr = value.data_ptr().cast::<u8>();
-    let buffer = if len == 0 {
-        Buffer::from_vec::<u8>(Vec::new())
-    } else if points_into_inputs(inputs, ptr) {
-        // SAFETY: the value holds `len` bytes at `ptr`.
-        Buffer::copy_from_slice(unsafe { std::slice::from_raw_parts(ptr, len) })
-    } else {
-        // SAFETY: the value owns `len` bytes at `ptr` and lives in the
-        // owner; nothing writes an output once the run returned it.
-        unsafe { Buffer::from_raw_parts(ptr, len, Arc::new(value)) }
-    };
-    Tensor::from_buffer(dtype, shape, buffer)
-}
-
-impl BackendModel for OnnxModel {
-    fn infer(&self, inputs: &TensorMap) -> Result<TensorMap> {
-        let feeds = inputs
-            .iter()
-            .map(|(name, tensor)| Ok((name.as_str(), feed(name, tensor)?)))
-            .collect::<Result<Vec<_>>>()?;
-        let mut runner = self.runner.lock().unwrap_or_else(|p| p.into_inner());
-        let Runner {
+        let runner = Runner::new(
             session,
-            run_options,
-        } = &mut *runner;
-        let mut results = match run_options {
-            Some(options) => session.run_with_options(feeds, options),
-            None => session.run(feeds),
-        }
-        .map_err(backend_error)?;
-        let outputs = self
-            .outputs
-            .iter()
-            .map(|name| {
-                let value = results
-                    .remove(name.as_str())
-                    .ok_or_else(|| backend_error(format!("the run returned no output '{name}'")))?;
-                Ok((name.clone(), fetched(name, value, inputs)?))
-            })
-            .collect::<Result<TensorMap>>();
-        drop(results);
-        drop(runner);
-        outputs
+            ctx.config.input_spec.iter().map(|s| s.name.as_str()),
+            ctx.config.output_spec.iter().map(|s| s.name.as_str()),
+        )?;
+        Ok(Box::new(OnnxModel { runner }))
     }
 }

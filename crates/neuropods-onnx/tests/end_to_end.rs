@@ -2,13 +2,14 @@
 //! `NEUROPODS_PYTHON`, else `python3` on `PATH`, as the core finds it), run
 //! from Rust on the ONNX Runtime that `NEUROPODS_ONNXRUNTIME_DIR` names (as
 //! scripts/test.sh sets it): a graph with a symbolic batch dim, one with
-//! strings, bool and float16 outputs, and specs that disagree with a graph.
+//! strings, bool and float16 outputs, an input lent unaligned, and specs
+//! that disagree with a graph.
 
 use std::path::Path;
 use std::process::Command;
 
 use neuropods_core::backend::registry::{self, python_executable};
-use neuropods_core::{Error, LoadOptions, Neuropod, Platform, Tensor, TensorMap};
+use neuropods_core::{Buffer, DType, Error, LoadOptions, Neuropod, Platform, Tensor, TensorMap};
 
 const MAKE_PACKAGES: &str = r#"
 import json, os, sys
@@ -51,6 +52,12 @@ package("mixed", helper.make_graph(
      helper.make_tensor_value_info("negated", TensorProto.BOOL, [3])]),
     {"input_spec": [spec("s", "string", ["n"]), spec("h", "float16", [2]), spec("flag", "bool", [3])],
      "output_spec": [spec("same", "string", ["n"]), spec("wide", "float32", [2]), spec("negated", "bool", [3])]})
+
+package("echo", helper.make_graph(
+    [helper.make_node("Identity", ["x"], ["same"])], "echo",
+    [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n"])],
+    [helper.make_tensor_value_info("same", TensorProto.FLOAT, ["n"])]),
+    {"input_spec": [spec("x", "float32", ["n"])], "output_spec": [spec("same", "float32", ["n"])]})
 
 def add_graph():
     return helper.make_graph(
@@ -166,4 +173,25 @@ fn onnx_packages_run_and_wrong_specs_are_refused_at_load() {
             assert!(message.contains(fragment), "{package}: {message}");
         }
     }
+}
+
+#[test]
+fn an_unaligned_input_is_fed_through_an_aligned_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    make_packages(dir.path());
+    let echo = load(&dir.path().join("echo")).unwrap();
+    // Four floats starting one byte into an allocation: unaligned for f32.
+    let values = [1.5f32, -2.0, 3.25, 1e-3];
+    let mut bytes = vec![0u8];
+    bytes.extend(values.iter().flat_map(|v| v.to_ne_bytes()));
+    let unaligned = Buffer::from_vec(bytes).slice(1..17).unwrap();
+    assert!(!unaligned.is_aligned_to(4));
+    let mut inputs = TensorMap::new();
+    inputs.insert(
+        "x".into(),
+        Tensor::from_buffer(DType::Float32, vec![4], unaligned).unwrap(),
+    );
+    let out = echo.infer(&inputs).unwrap();
+    drop(inputs);
+    assert_eq!(out["same"].as_slice::<f32>().unwrap(), &values);
 }

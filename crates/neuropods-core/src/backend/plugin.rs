@@ -31,11 +31,10 @@ pub trait BackendModel: Send + Sync {
 /// Whether `ptr` points into the memory of one of `inputs`. An output found
 /// there must be copied before it is returned (see [`BackendModel::infer`]).
 pub fn points_into_inputs(inputs: &TensorMap, ptr: *const u8) -> bool {
-    let ptr = ptr as usize;
-    inputs.values().filter_map(|t| t.buffer()).any(|b| {
-        let start = b.as_ptr() as usize;
-        ptr >= start && ptr < start + b.len().max(1)
-    })
+    inputs
+        .values()
+        .filter_map(|t| t.buffer())
+        .any(|b| b.contains(ptr))
 }
 
 /// Everything a backend gets to load a model.
