@@ -20,7 +20,7 @@ sys.path.insert(0, HERE)
 from suite import report  # noqa: E402
 from suite.harness import run_child  # noqa: E402
 
-GROUPS = ["torchscript", "tensorflow", "onnx_platform", "python_platform", "serialization", "memory", "threads", "cold", "ope", "serving"]
+GROUPS = ["torchscript", "tensorflow", "onnx_platform", "python_platform", "serialization", "memory", "threads", "cold", "ope", "serving", "ray_data"]
 
 
 def main() -> None:

@@ -37,7 +37,7 @@ def test_the_console_script_is_installed_and_has_help():
     assert os.path.isfile(CONSOLE_SCRIPT), CONSOLE_SCRIPT
     result = subprocess.run([CONSOLE_SCRIPT, "--help"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0
-    for command in ("inspect", "infer", "bench", "serve"):
+    for command in ("inspect", "infer", "bench", "serve", "batch"):
         assert command in result.stdout
         sub = neuropods(command, "--help")
         assert sub.returncode == 0 and "usage: neuropods " + command in sub.stdout

@@ -19,8 +19,8 @@ def test_import_needs_no_framework(addition_package):
     result = run_python(
         f"""
         import sys
-        import neuropods, neuropods.loader, neuropods_native, neuropods.packagers
-        loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "tensorflow"))
+        import neuropods, neuropods.loader, neuropods_native, neuropods.packagers, neuropods.cli
+        loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "tensorflow", "ray", "pyarrow"))
         assert loaded == [], loaded
         # Running a TorchScript model does not import the torch package either.
         import numpy as np
@@ -123,12 +123,27 @@ def torchless_results(tmp_path_factory, addition_package, tf_addition_package, o
                                      "torch_imported": "torch" in sys.modules}}
             else:
                 results[platform] = {{"class": None}}
+        # `neuropods batch` without Ray says what to install.
+        import contextlib, io, neuropods.cli
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            code = neuropods.cli.main(["batch", {addition_package!r}, "--input", "in", "--output", "out"])
+        results["batch"] = {{"code": code, "stderr": err.getvalue()}}
         print(json.dumps(results))
         """,
         python=python,
     )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_the_batch_command_without_ray_says_what_to_install(torchless_results):
+    result = torchless_results["batch"]
+    assert result["code"] == 1
+    assert result["stderr"].strip() == (
+        "neuropods batch: ImportError: neuropods batch needs Ray Data: pip install 'neuropods[ray]'"
+    ), result
 
 
 @pytest.fixture

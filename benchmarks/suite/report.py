@@ -29,6 +29,8 @@ THREAD_SETTINGS = {
     "16": "torch's defaults (an intra-op thread per core) in both servers; the load generator: one thread",
     "17": "ONNX Runtime's defaults on both sides (an intra-op thread per core, nodes run in sequence)",
     "18": "1 intra-op thread on both sides, nodes run in sequence, all graph optimisations",
+    "19": "torch: 1 intra-op thread in each actor; Ray: this machine's cores, an actor holding one",
+    "20": "torch: 1 intra-op thread in the actor and in the loop",
 }
 
 CASE_TITLES = {
@@ -50,6 +52,8 @@ CASE_TITLES = {
     "16": "Serving: dynamic batching",
     "17": "ONNX tiny model",
     "18": "ONNX medium model",
+    "19": "Ray Data: two actors against one",
+    "20": "Ray Data: one actor against a plain loop",
 }
 
 
@@ -62,7 +66,7 @@ def machine() -> Dict[str, Any]:
         pass
     memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     versions = {}
-    for package in ("neuropods", "numpy", "torch", "tensorflow-cpu", "tensorflow", "onnxruntime"):
+    for package in ("neuropods", "numpy", "torch", "tensorflow-cpu", "tensorflow", "onnxruntime", "ray"):
         try:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:

@@ -4,6 +4,7 @@
     neuropods infer PATH --input x=x.npy [--input-npz in.npz] [--output out.npz]
     neuropods bench PATH [--use-ope] [--threads N] [--duration S] [--batch K] [--json]
     neuropods serve PATH... [--http-port 8000] [--grpc-port 8001] [--max-batch-size N]
+    neuropods batch PATH --input IN.parquet --output OUT/ [--ray-address auto] [--concurrency N]
 
 Everything goes through the public API (`load_neuropod`, and
 `neuropods_native.inspect`, which reads a package without loading its
@@ -244,6 +245,52 @@ def serve(args: argparse.Namespace) -> None:
         pass
 
 
+def column_map(items: Optional[List[str]]) -> Dict[str, str]:
+    mapping = {}
+    for item in items or []:
+        column, sep, name = item.partition("=")
+        if not sep or not column or not name:
+            raise ValueError(f"--column-map takes COLUMN=INPUT, got {item!r}")
+        mapping[column] = name
+    return mapping
+
+
+def batch(args: argparse.Namespace) -> None:
+    try:
+        from neuropods.ray import model_error, score_parquet
+    except ModuleNotFoundError as e:
+        if e.name not in ("ray", "pyarrow"):
+            raise
+        raise ImportError("neuropods batch needs Ray Data: pip install 'neuropods[ray]'") from None
+
+    options = load_options(args)
+    if "intra_op_threads" not in options:
+        # Actors side by side, each with its CPUs: not every actor with a
+        # pool as wide as the machine.
+        options["intra_op_threads"] = max(1, int(args.num_cpus_per_actor))
+    try:
+        summary = score_parquet(
+            args.path,
+            args.input,
+            args.output,
+            concurrency=args.concurrency,
+            batch_size=args.batch_size,
+            num_cpus_per_actor=args.num_cpus_per_actor,
+            num_gpus_per_actor=args.num_gpus_per_actor,
+            column_map=column_map(args.column_map),
+            keep_input_columns=args.keep_input_columns,
+            overwrite=args.overwrite,
+            ray_address=args.ray_address,
+            **options,
+        )
+    except Exception as e:
+        raise model_error(e) from e
+    print(
+        f"scored {summary.rows} rows in {summary.seconds:.2f} s ({summary.rows_per_second:.0f} rows/s), "
+        f"0 failed; wrote {summary.files_written} Parquet file(s) to {summary.output}"
+    )
+
+
 def add_load_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--use-ope", action="store_true", help="run the model in a worker process")
     parser.add_argument("--visible-gpu", type=int, help="GPU index (default: CPU)")
@@ -311,6 +358,28 @@ def parser() -> argparse.ArgumentParser:
     )
     add_load_options(sub)
     sub.set_defaults(run=serve)
+
+    sub = commands.add_parser(
+        "batch",
+        help="score a Parquet dataset with Ray Data, writing Parquet",
+        description="Score a Parquet file or folder with Ray Data (pip install 'neuropods[ray]'): "
+        "columns feed the inputs of their name, other columns pass through, outputs become columns; "
+        "rows keep their input order. The output folder appears only when every batch succeeded. "
+        "Starts a Ray of this machine's own unless --ray-address joins a cluster.",
+    )
+    sub.add_argument("path", help="package folder or zip")
+    sub.add_argument("--input", required=True, help="a Parquet file, or a folder of them")
+    sub.add_argument("--output", required=True, help="folder to write Parquet files to")
+    sub.add_argument("--ray-address", help="a Ray cluster to join ('auto': the one this machine is in)")
+    sub.add_argument("--concurrency", type=int, default=1, help="model actors (default 1)")
+    sub.add_argument("--batch-size", type=int, default=4096, help="rows per call (default 4096)")
+    sub.add_argument("--num-cpus-per-actor", type=float, default=1, help="CPUs each actor holds (default 1)")
+    sub.add_argument("--num-gpus-per-actor", type=float, default=0, help="GPUs each actor holds (default 0)")
+    sub.add_argument("--column-map", action="append", metavar="COLUMN=INPUT", help="feed an input from a column of another name")
+    sub.add_argument("--keep-input-columns", action="store_true", help="write the input columns too")
+    sub.add_argument("--overwrite", action="store_true", help="replace the output folder if it exists")
+    add_load_options(sub)
+    sub.set_defaults(run=batch)
     return top
 
 
