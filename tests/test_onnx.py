@@ -356,6 +356,26 @@ def test_visible_gpu_without_cuda_runs_on_cpu_with_a_warning(tmp_path, caplog):
     assert "visible_gpu=0" in warning and "CUDA execution provider" in warning and "CPU" in warning
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(
+    "CUDAExecutionProvider" not in onnxruntime.get_available_providers() or not torch.cuda.is_available(),
+    reason="needs onnxruntime-gpu and a CUDA device",
+)
+def test_visible_gpu_runs_on_the_cuda_execution_provider(tmp_path, caplog):
+    model, w = big_linear_model()
+    path = tmp_path / "linear"
+    create_onnx_neuropod(neuropod_path=path, model_name="linear", onnx_model=model, package_as_zip=False)
+    x = np.random.default_rng(4).standard_normal((64, 256)).astype(np.float32)
+    free_before, _ = torch.cuda.mem_get_info(0)
+    with caplog.at_level(logging.WARNING, logger="neuropods"):
+        with load(path, visible_gpu=0) as m:
+            # The session's CUDA arena holds device memory (no CPU fallback).
+            free_loaded, _ = torch.cuda.mem_get_info(0)
+            np.testing.assert_allclose(m.infer({"x": x})["y"], x @ w, rtol=1e-3, atol=1e-3)
+    assert not [r.getMessage() for r in caplog.records], "fell back to the CPU"
+    assert free_loaded < free_before, (free_before, free_loaded)
+
+
 def test_platform_version_semver_is_checked_against_the_runtime(tmp_path):
     version = onnxruntime.__version__
     ok = tmp_path / "ok"
