@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the benchmarks: the core's criterion benches, then the suite that
 # compares Neuropods with the frameworks' own Python APIs
-# (benchmarks/run.py). Needs scripts/setup.sh first.
+# (benchmarks/run.py). Sets up whatever is missing first (scripts/setup.sh).
 #
 #   bash scripts/bench.sh            # full: writes benchmarks/results.{md,json,png}
 #                                    # and benchmarks/criterion.txt (~15 min)
@@ -9,8 +9,8 @@
 #                                    # checks that every benchmark still runs (CI)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+bash scripts/setup.sh
 source scripts/env.sh
-bash scripts/build.sh
 # The serving benchmarks' load generator.
 cargo build --release -p neuropods-server --example loadgen
 if [ "${1:-}" = "--quick" ]; then

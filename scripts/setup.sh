@@ -1,12 +1,8 @@
 #!/usr/bin/env bash
-# One-time set-up on a fresh machine: a venv with numpy, torch==2.13.0,
-# maturin and pytest, then builds and installs neuropods into it.
+# Set-up: the venv (scripts/venv.sh: skipped when up to date), then builds
+# the backends and the wheel and installs it (scripts/build.sh: cargo and
+# maturin rebuild only what changed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source scripts/env.sh
-if [ ! -x "$VENV/bin/python" ]; then
-  python3 -m venv "$VENV"
-fi
-"$VENV/bin/python" -m pip install -q --upgrade pip
-"$VENV/bin/python" -m pip install -q -r requirements-dev.txt
+bash scripts/venv.sh
 bash scripts/build.sh

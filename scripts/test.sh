@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Runs every test: the house rules (cargo fmt --check, clippy -D warnings,
 # cargo doc -D warnings, mypy --strict, stubtest of the native module),
-# cargo tests of the Rust crates, then pytest against the installed package
-# (built by scripts/setup.sh or scripts/build.sh).
+# cargo tests of the Rust crates, then pytest against the installed package.
+# Sets up whatever is missing first (the venv: scripts/venv.sh; the build:
+# scripts/build.sh), so it runs on a fresh machine and right after a change.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+bash scripts/venv.sh
 source scripts/env.sh
 # The house rules, before anything is built: formatting, lints, docs.
 bash scripts/tf-pkgconfig.sh > /dev/null
