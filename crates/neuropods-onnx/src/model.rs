@@ -1,4 +1,5 @@
-//! Loading an ONNX model into a session, and running it.
+//! Loading an ONNX model into a session: options, device, the graph checked
+//! against the spec. Its calls are in [`crate::run`].
 
 use std::path::Path;
 

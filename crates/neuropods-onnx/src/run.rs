@@ -95,8 +95,8 @@ fn c_names<'a>(names: impl Iterator<Item = &'a str>) -> Result<Vec<(String, CStr
 }
 
 impl Runner {
-    /// Runs `session` with the graph inputs named `inputs`, asking for
-    /// `outputs`.
+    /// Calls of `session` that feed the graph inputs named `inputs` and ask
+    /// for `outputs` (the spec's, checked against the graph at load).
     pub fn new<'a>(
         session: Session,
         inputs: impl Iterator<Item = &'a str>,
