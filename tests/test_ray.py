@@ -15,10 +15,9 @@ pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
 
 import models_for_tests as M  # noqa: E402
-import neuropods_native.errors as N  # noqa: E402
 from helpers import python_package, spec  # noqa: E402
 from neuropods.loader import load_neuropod  # noqa: E402
-from neuropods.ray import NeuropodPredictor, parquet_pieces, score_parquet  # noqa: E402
+from neuropods.ray import NeuropodPredictor, parquet_pieces  # noqa: E402
 
 ROWS = 100_000
 MLP_INPUT = [spec("x", "float32", ("batch", 8))]
