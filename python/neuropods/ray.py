@@ -292,8 +292,10 @@ def score_parquet(
         # and rows must not wait for the last batch to be written.
         scored.write_parquet(staging, ray_remote_args={"num_cpus": 0})
         seconds = time.perf_counter() - started
-        if os.path.exists(output_path):
-            shutil.rmtree(output_path) if os.path.isdir(output_path) else os.remove(output_path)
+        if os.path.isdir(output_path):
+            shutil.rmtree(output_path)
+        elif os.path.exists(output_path):
+            os.remove(output_path)
         os.replace(staging, output_path)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
