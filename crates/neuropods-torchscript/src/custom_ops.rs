@@ -30,7 +30,7 @@ use neuropods_core::backend::library::{self, Scope};
 use neuropods_core::package::sha256_file;
 use neuropods_core::{Error, ModelConfig, Result};
 
-use crate::libtorch::mapped_libraries;
+use neuropods_core::backend::framework::mapped_libraries;
 
 extern "C" {
     fn npt_operator_namespace_taken(ns: *const c_char) -> i32;

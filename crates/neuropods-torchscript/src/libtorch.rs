@@ -1,13 +1,19 @@
 //! Which libtorch this backend runs on: the version it was compiled against,
-//! the one actually loaded (a different one is refused: the backend's C++
-//! and tch's bindings assume the headers' layouts, so another libtorch is
-//! undefined behaviour, not a likely-compatible upgrade), and its CUDA
-//! library, opened on demand.
+//! the one actually loaded (another release is refused: the backend's C++
+//! and tch's bindings assume the headers' layouts, so another release is
+//! undefined behaviour, not a likely-compatible upgrade; patch releases
+//! keep the ABI and are accepted), and its CUDA library, opened on demand.
+//!
+//! The core already opens the build made for the installed release (see
+//! `neuropods_core::backend::framework`); this check is what stops a build
+//! without a release in its file name (cargo's, for Rust programs) and a
+//! libtorch loaded from elsewhere than the core found.
 
-use std::ffi::{c_char, c_void, CStr};
+use std::ffi::{c_char, CStr};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use neuropods_core::backend::framework;
 use neuropods_core::backend::library::{self, Scope};
 use neuropods_core::{Error, Release};
 
@@ -23,67 +29,14 @@ pub fn built_version() -> &'static str {
         .unwrap_or("unknown")
 }
 
-/// The files of every object mapped into the process (the executable first).
-pub fn mapped_libraries() -> Vec<PathBuf> {
-    unsafe extern "C" fn visit(info: *mut libc::dl_phdr_info, _: usize, data: *mut c_void) -> i32 {
-        let found = &mut *(data as *mut Vec<PathBuf>);
-        let name = (*info).dlpi_name;
-        if !name.is_null() && *name != 0 {
-            found.push(PathBuf::from(
-                CStr::from_ptr(name).to_string_lossy().into_owned(),
-            ));
-        }
-        0
-    }
-    let mut found: Vec<PathBuf> = Vec::new();
-    // SAFETY: the callback only reads the entries it is given.
-    unsafe { libc::dl_iterate_phdr(Some(visit), &mut found as *mut _ as *mut c_void) };
-    found
-}
-
 /// The folder of the loaded `libtorch_cpu.so`.
 pub fn libtorch_dir() -> Option<PathBuf> {
-    mapped_libraries()
-        .into_iter()
-        .find(|p| p.file_name().is_some_and(|f| f == "libtorch_cpu.so"))
-        .and_then(|p| p.parent().map(Path::to_path_buf))
+    framework::mapped_library_dir(framework::LIBTORCH_CPU)
 }
 
-/// `__version__` of a torch package's `version.py`.
-fn version_py_version(text: &str) -> Option<String> {
-    text.lines()
-        .filter_map(|line| line.strip_prefix("__version__"))
-        .filter_map(|rest| rest.trim_start().strip_prefix('='))
-        .map(|value| value.trim().trim_matches(|c| c == '\'' || c == '"'))
-        .find(|v| !v.is_empty())
-        .map(str::to_string)
-}
-
-/// The version of the libtorch in `lib_dir`: `version.py` of the torch
-/// package it belongs to (`torch/lib/..`), or `build-version` of a
-/// standalone libtorch (`libtorch/lib/..`).
-fn version_of(lib_dir: &Path) -> Result<String, String> {
-    let root = lib_dir
-        .parent()
-        .ok_or_else(|| format!("{} has no parent folder", lib_dir.display()))?;
-    let version_py = root.join("version.py");
-    let build_version = root.join("build-version");
-    if let Ok(text) = std::fs::read_to_string(&version_py) {
-        return version_py_version(&text)
-            .ok_or_else(|| format!("{} has no __version__", version_py.display()));
-    }
-    match std::fs::read_to_string(&build_version) {
-        Ok(text) if !text.trim().is_empty() => Ok(text.trim().to_string()),
-        _ => Err(format!(
-            "neither {} nor {} is readable",
-            version_py.display(),
-            build_version.display()
-        )),
-    }
-}
-
-/// Compares the loaded libtorch's version with the build's (major.minor.patch;
-/// local versions such as `+cpu` are builds of the same release).
+/// Compares the loaded libtorch's version with the build's: major.minor must
+/// match (PyTorch's patch releases are fixes that keep the C++ ABI; local
+/// versions such as `+cpu` are builds of the same release).
 fn compare(built: &str, loaded: &str, lib_dir: &Path) -> Result<Release, String> {
     let built_release =
         Release::parse(built).ok_or_else(|| format!("bad built version {built}"))?;
@@ -93,12 +46,13 @@ fn compare(built: &str, loaded: &str, lib_dir: &Path) -> Result<Release, String>
             lib_dir.display()
         )
     })?;
-    if loaded_release == built_release {
+    if (loaded_release.major, loaded_release.minor) == (built_release.major, built_release.minor) {
         return Ok(loaded_release);
     }
+    let line = format!("{}.{}", built_release.major, built_release.minor);
     Err(format!(
         "this backend was built against libtorch {built}, but the libtorch loaded in this \
-         process ({}) is {loaded}: install torch=={built} (`pip install torch=={built}`), \
+         process ({}) is {loaded}: install torch {line} (`pip install 'torch=={line}.*'`), \
          or rebuild Neuropods against torch {loaded_release}",
         lib_dir.display()
     ))
@@ -137,7 +91,7 @@ pub fn check_version() -> Result<(Release, Option<String>), Error> {
         let Some(dir) = libtorch_dir() else {
             return unknown("libtorch_cpu.so is not among the loaded libraries".into());
         };
-        match version_of(&dir) {
+        match framework::libtorch_version(&dir) {
             Err(why) => unknown(why),
             Ok(loaded) => match compare(built, &loaded, &dir) {
                 Ok(release) => Checked::Matches(release),
@@ -185,35 +139,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn version_py_is_read() {
-        let text = "from typing import Optional\n\n__all__ = ['__version__']\n__version__ = '2.13.0+cu130'\ndebug = False\n";
-        assert_eq!(version_py_version(text).as_deref(), Some("2.13.0+cu130"));
-        assert_eq!(
-            version_py_version("__version__ = \"2.1.0\"\n").as_deref(),
-            Some("2.1.0")
-        );
-        assert_eq!(version_py_version("debug = False\n"), None);
-    }
-
-    #[test]
-    fn local_versions_are_builds_of_the_same_release() {
+    fn local_versions_and_patch_releases_are_the_same_release() {
         let dir = Path::new("/x/torch/lib");
         assert_eq!(
             compare("2.13.0", "2.13.0+cpu", dir).unwrap().to_string(),
             "2.13.0"
         );
         assert!(compare("2.13.0", "2.13.0", dir).is_ok());
+        // The loaded patch release is what models' ranges are checked against.
+        assert_eq!(
+            compare("2.12.0", "2.12.1+cu130", dir).unwrap().to_string(),
+            "2.12.1"
+        );
     }
 
     #[test]
     fn another_release_is_refused_naming_both_and_what_to_install() {
         let dir = Path::new("/x/torch/lib");
-        for other in ["2.13.1", "2.12.0+cu121", "3.0.0"] {
+        for other in ["2.14.0", "2.12.0+cu121", "3.13.0"] {
             let err = compare("2.13.0", other, dir).unwrap_err();
             assert!(
                 err.contains("built against libtorch 2.13.0")
                     && err.contains(other)
-                    && err.contains("pip install torch==2.13.0")
+                    && err.contains("pip install 'torch==2.13.*'")
                     && err.contains("/x/torch/lib"),
                 "{err}"
             );
@@ -226,7 +174,8 @@ mod tests {
         // Make sure libtorch is mapped (the test binary links it lazily).
         let _ = tch::Tensor::zeros([1], (tch::Kind::Float, tch::Device::Cpu));
         let dir = libtorch_dir().expect("libtorch_cpu.so is loaded");
-        let loaded = version_of(&dir).expect("the loaded libtorch's version is readable");
+        let loaded =
+            framework::libtorch_version(&dir).expect("the loaded libtorch's version is readable");
         assert_eq!(Release::parse(&loaded), Release::parse(built_version()));
         let (release, warning) = check_version().unwrap();
         assert_eq!(

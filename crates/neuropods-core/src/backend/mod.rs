@@ -4,6 +4,7 @@
 
 pub mod abi;
 pub mod convert;
+pub mod framework;
 pub mod library;
 pub mod load_request;
 pub mod plugin;

@@ -4,13 +4,17 @@
 //! `NEUROPODS_BACKEND_DIR` (`:`-separated), then, relative to the binary
 //! that holds this code (the Python extension or a Rust program), the same
 //! folder, its `backends/` subfolder and its parent (cargo puts examples and
-//! tests one level below the libraries).
+//! tests one level below the libraries). A backend built per framework
+//! release ([`PerRelease`]: TorchScript) is looked for by release first,
+//! for the release [`framework`] finds installed.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
 use super::abi::{BackendVTable, EntryPoint, ABI_VERSION, ENTRY_POINT};
+pub use super::framework::framework_lib_dirs;
+use super::framework::{self, InstalledFramework};
 use super::library::{self, Scope};
 use crate::config::Platform;
 use crate::error::{Error, Result};
@@ -27,14 +31,63 @@ pub struct BackendInfo {
     /// What to install when the framework is missing.
     pub install_hint: &'static str,
     /// Framework libraries to open first (with `RTLD_GLOBAL`) when their
-    /// folder is known from the environment; see [`framework_lib_dirs`].
+    /// folder is known; see [`framework_lib_dirs`].
     pub framework_libs: &'static [&'static str],
+    /// For a backend built once per framework release: how its libraries
+    /// are named and how the installed release is found.
+    pub per_release: Option<PerRelease>,
     /// Environment defaults set (unless the user set them) before the
     /// library is opened: frameworks read some settings only at load time.
     pub env_defaults: &'static [(&'static str, &'static str)],
     /// Which lines the framework writes to stderr while its libraries open
     /// are kept (see [`StartupFilter`]); `None` keeps all.
     pub startup_filter: Option<StartupFilter>,
+}
+
+/// A backend built once per framework release, because the framework's ABI
+/// changes with each (libtorch's C++ does). The build for release X.Y is
+/// `{library_prefix}X.Y.so`; the one matching the installed framework is
+/// opened, and none is opened when no build matches.
+#[derive(Clone, Copy, Debug)]
+pub struct PerRelease {
+    /// File name up to the release, e.g. `libneuropods_torchscript-torch`.
+    pub library_prefix: &'static str,
+    /// The framework's package name, as users install it.
+    pub package: &'static str,
+    /// Finds the installed framework, given the folders holding builds.
+    pub locate: fn(&[PathBuf]) -> std::result::Result<InstalledFramework, String>,
+}
+
+impl PerRelease {
+    /// The release a file of this backend was built for, from its name.
+    fn release_of(&self, file_name: &str) -> Option<(u64, u64)> {
+        let (major, minor) = file_name
+            .strip_prefix(self.library_prefix)?
+            .strip_suffix(".so")?
+            .split_once('.')?;
+        Some((major.parse().ok()?, minor.parse().ok()?))
+    }
+
+    /// The builds in `dirs`, by release (the first folder wins), newest last.
+    fn builds(&self, dirs: &[PathBuf]) -> Vec<((u64, u64), PathBuf)> {
+        let mut builds: Vec<((u64, u64), PathBuf)> = Vec::new();
+        for dir in dirs {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                let Some(release) = name.to_str().and_then(|n| self.release_of(n)) else {
+                    continue;
+                };
+                if !builds.iter().any(|(r, _)| *r == release) {
+                    builds.push((release, entry.path()));
+                }
+            }
+        }
+        builds.sort();
+        builds
+    }
 }
 
 /// Decides, per line, what a framework printed while opening is kept. For
@@ -69,19 +122,29 @@ fn tensorflow_line_kept(line: &str, min_level: i32) -> bool {
 pub const BACKENDS: &[BackendInfo] = &[
     BackendInfo {
         platform: Platform::TorchScript,
+        // A build from cargo without a release in its name; installed
+        // packages hold the per-release builds below.
         library: "libneuropods_torchscript.so",
-        framework: "PyTorch's libtorch 2.13",
-        install_hint: "install it with `pip install torch==2.13.0`",
-        framework_libs: &["libtorch.so"],
+        framework: "PyTorch's libtorch (torch 2.11, 2.12 or 2.13)",
+        install_hint: "install it with `pip install torch==2.13.0` (or 2.12.x, 2.11.x)",
+        // Not libtorch.so: it pulls in libtorch_cuda.so and gigabytes of
+        // CUDA libraries, which are opened only when a model asks for a GPU.
+        framework_libs: &["libc10.so", "libtorch_cpu.so"],
+        per_release: Some(PerRelease {
+            library_prefix: "libneuropods_torchscript-torch",
+            package: "torch",
+            locate: framework::locate_libtorch,
+        }),
         env_defaults: &[],
         startup_filter: None,
     },
     BackendInfo {
         platform: Platform::TensorFlow,
         library: "libneuropods_tensorflow.so",
-        framework: "TensorFlow 2.21",
+        framework: "TensorFlow (2.20 or a later 2.x)",
         install_hint: "install it with `pip install tensorflow-cpu==2.21.0`",
         framework_libs: &["libtensorflow_framework.so.2", "libtensorflow_cc.so.2"],
+        per_release: None,
         // TF logs its start-up (oneDNN, CPU features, SavedModel reading)
         // at INFO while loading; 2 keeps warnings of its own out too.
         env_defaults: &[("TF_CPP_MIN_LOG_LEVEL", "2")],
@@ -90,9 +153,11 @@ pub const BACKENDS: &[BackendInfo] = &[
     BackendInfo {
         platform: Platform::Python,
         library: "libneuropods_python.so",
-        framework: "a Python 3.11 interpreter with a shared libpython",
-        install_hint: "set NEUROPODS_PYTHON to its executable (default: python3 on PATH), or NEUROPODS_LIBPYTHON to its libpython3.11.so",
+        // The backend is built for one Python release (the wheel's).
+        framework: "a Python interpreter of the release Neuropods was built for, with a shared libpython",
+        install_hint: "set NEUROPODS_PYTHON to its executable (default: python3 on PATH), or NEUROPODS_LIBPYTHON to its libpython3.X.so",
         framework_libs: &[],
+        per_release: None,
         env_defaults: &[],
         startup_filter: None,
     },
@@ -105,6 +170,7 @@ pub const BACKENDS: &[BackendInfo] = &[
         // The backend opens the runtime itself (ort's load-dynamic), from
         // the folder `framework_lib_dirs` gives or the installed wheel.
         framework_libs: &[],
+        per_release: None,
         env_defaults: &[],
         startup_filter: None,
     },
@@ -158,27 +224,6 @@ pub fn search_dirs() -> Vec<PathBuf> {
         dirs.push(own);
     }
     dirs
-}
-
-/// Folders where a framework's own libraries may be, from the environment
-/// (`NEUROPODS_LIBTORCH_DIR` or tch's `LIBTORCH`; `NEUROPODS_TENSORFLOW_DIR`;
-/// `NEUROPODS_ONNXRUNTIME_DIR`).
-/// Installed wheels do not need these: backend libraries find the framework
-/// through their rpath into site-packages.
-pub fn framework_lib_dirs(platform: Platform) -> Vec<PathBuf> {
-    let var = |name: &str| std::env::var_os(name).map(PathBuf::from);
-    match platform {
-        Platform::TorchScript => [
-            var("NEUROPODS_LIBTORCH_DIR"),
-            var("LIBTORCH").map(|p| p.join("lib")),
-        ]
-        .into_iter()
-        .flatten()
-        .collect(),
-        Platform::TensorFlow => var("NEUROPODS_TENSORFLOW_DIR").into_iter().collect(),
-        Platform::Onnx => var("NEUROPODS_ONNXRUNTIME_DIR").into_iter().collect(),
-        Platform::Python => Vec::new(),
-    }
 }
 
 /// The Python executable whose interpreter a Rust program embeds for python
@@ -263,29 +308,82 @@ pub fn own_dir() -> Option<PathBuf> {
     path.parent().map(Path::to_path_buf)
 }
 
-fn open(info: &BackendInfo) -> Result<&'static BackendVTable> {
-    let dirs = search_dirs();
-    let Some(path) = dirs
+fn framework_missing(info: &BackendInfo, detail: String) -> Error {
+    Error::FrameworkNotFound {
+        platform: info.platform.name().to_string(),
+        framework: info.framework.to_string(),
+        hint: info.install_hint.to_string(),
+        detail,
+    }
+}
+
+/// The backend library to open for `info`, and for a per-release backend
+/// the folder of the installed framework it was chosen for.
+fn choose_library(info: &BackendInfo, dirs: &[PathBuf]) -> Result<(PathBuf, Option<PathBuf>)> {
+    if let Some(per_release) = &info.per_release {
+        let builds = per_release.builds(dirs);
+        if let Some(((newest_major, newest_minor), _)) = builds.last() {
+            let mut build_dirs: Vec<PathBuf> = Vec::new();
+            for dir in builds.iter().filter_map(|(_, path)| path.parent()) {
+                if !build_dirs.iter().any(|d| d == dir) {
+                    build_dirs.push(dir.to_path_buf());
+                }
+            }
+            let installed =
+                (per_release.locate)(&build_dirs).map_err(|e| framework_missing(info, e))?;
+            let wanted = (installed.release.major, installed.release.minor);
+            if let Some((_, path)) = builds.iter().find(|(release, _)| *release == wanted) {
+                return Ok((path.clone(), Some(installed.lib_dir)));
+            }
+            let package = per_release.package;
+            let supported = builds
+                .iter()
+                .map(|((major, minor), _)| format!("{major}.{minor}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            return Err(Error::FrameworkNotFound {
+                platform: info.platform.name().to_string(),
+                framework: info.framework.to_string(),
+                hint: format!(
+                    "install a release it was built for, e.g. `pip install '{package}=={newest_major}.{newest_minor}.*'`"
+                ),
+                detail: format!(
+                    "{package} {} is installed ({}), and this Neuropods has backends for {package} {supported} only",
+                    installed.version,
+                    installed.lib_dir.display()
+                ),
+            });
+        }
+    }
+    match dirs
         .iter()
         .map(|d| d.join(info.library))
         .find(|p| p.is_file())
-    else {
-        return Err(Error::BackendNotFound {
+    {
+        Some(path) => Ok((path, None)),
+        None => Err(Error::BackendNotFound {
             platform: info.platform.name().to_string(),
-            library: info.library.to_string(),
+            library: match &info.per_release {
+                Some(per_release) => {
+                    format!(
+                        "{}<release>.so or {}",
+                        per_release.library_prefix, info.library
+                    )
+                }
+                None => info.library.to_string(),
+            },
             searched: dirs
                 .iter()
                 .map(|d| d.display().to_string())
                 .collect::<Vec<_>>()
                 .join(", "),
-        });
-    };
-    let framework_missing = |detail: String| Error::FrameworkNotFound {
-        platform: info.platform.name().to_string(),
-        framework: info.framework.to_string(),
-        hint: info.install_hint.to_string(),
-        detail,
-    };
+        }),
+    }
+}
+
+fn open(info: &BackendInfo) -> Result<&'static BackendVTable> {
+    let dirs = search_dirs();
+    let (path, framework_dir) = choose_library(info, &dirs)?;
     for (name, value) in info.env_defaults {
         if std::env::var_os(name).is_none() {
             // Runs once per platform, under the registry lock, before the
@@ -294,10 +392,11 @@ fn open(info: &BackendInfo) -> Result<&'static BackendVTable> {
         }
     }
     let open_libraries = || {
-        preload_framework(info).map_err(framework_missing)?;
+        preload_framework(info, framework_dir.as_deref())
+            .map_err(|e| framework_missing(info, e))?;
         // Backend libraries are never closed: models and tensors they made
         // may live until the process exits.
-        library::open(&path, Scope::Local).map_err(framework_missing)
+        library::open(&path, Scope::Local).map_err(|e| framework_missing(info, e))
     };
     let library = match info.startup_filter {
         Some(keep) => filter_stderr(keep, open_libraries),
@@ -355,13 +454,22 @@ fn filter_stderr<T>(keep: StartupFilter, f: impl FnOnce() -> T) -> T {
     result
 }
 
-/// Opens the framework's libraries globally when the environment says where
-/// they are, so that the backend library's dependencies resolve by soname.
-fn preload_framework(info: &BackendInfo) -> std::result::Result<(), String> {
+/// Opens the framework's libraries globally from `chosen_dir` (the installed
+/// framework a per-release backend was chosen for), else from the folders
+/// the environment names, so that the backend library's dependencies resolve
+/// by soname to them rather than to whatever its rpath finds.
+fn preload_framework(
+    info: &BackendInfo,
+    chosen_dir: Option<&Path>,
+) -> std::result::Result<(), String> {
     if info.platform == Platform::Python {
         return preload_libpython();
     }
-    for dir in framework_lib_dirs(info.platform) {
+    let dirs = match chosen_dir {
+        Some(dir) => vec![dir.to_path_buf()],
+        None => framework_lib_dirs(info.platform),
+    };
+    for dir in dirs {
         for lib in info.framework_libs {
             let path = dir.join(lib);
             if path.is_file() {
@@ -375,6 +483,87 @@ fn preload_framework(info: &BackendInfo) -> std::result::Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::version::Release;
+
+    fn installed(version: &str) -> InstalledFramework {
+        InstalledFramework {
+            lib_dir: PathBuf::from("/site/torch/lib"),
+            version: version.to_string(),
+            release: Release::parse(version).unwrap(),
+        }
+    }
+
+    /// The torchscript entry, with the installed torch given by `locate`.
+    fn torchscript_with(
+        locate: fn(&[PathBuf]) -> std::result::Result<InstalledFramework, String>,
+    ) -> BackendInfo {
+        let mut info = *self::info(Platform::TorchScript);
+        info.per_release = info.per_release.map(|p| PerRelease { locate, ..p });
+        info
+    }
+
+    /// A backends folder holding (empty) builds for torch 2.11 and 2.13,
+    /// and a file that only looks like one.
+    fn backends_folder() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for name in [
+            "libneuropods_torchscript-torch2.11.so",
+            "libneuropods_torchscript-torch2.13.so",
+            "libneuropods_torchscript-torch2.x.so",
+        ] {
+            std::fs::write(dir.path().join(name), b"").unwrap();
+        }
+        dir
+    }
+
+    #[test]
+    fn the_build_for_the_installed_release_is_chosen_patch_releases_included() {
+        let dir = backends_folder();
+        let info = torchscript_with(|_| Ok(installed("2.13.1+cu130")));
+        let (path, framework_dir) = choose_library(&info, &[dir.path().to_path_buf()]).unwrap();
+        assert_eq!(
+            path,
+            dir.path().join("libneuropods_torchscript-torch2.13.so")
+        );
+        assert_eq!(framework_dir, Some(PathBuf::from("/site/torch/lib")));
+    }
+
+    #[test]
+    fn a_release_without_a_build_names_it_and_the_builds() {
+        let dir = backends_folder();
+        let info = torchscript_with(|_| Ok(installed("2.12.0+cu130")));
+        let err = choose_library(&info, &[dir.path().to_path_buf()]).unwrap_err();
+        assert!(matches!(err, Error::FrameworkNotFound { .. }), "{err:?}");
+        let message = err.to_string();
+        for fragment in [
+            "torch 2.12.0+cu130 is installed (/site/torch/lib)",
+            "backends for torch 2.11, 2.13 only",
+            "pip install 'torch==2.13.*'",
+        ] {
+            assert!(message.contains(fragment), "{message}");
+        }
+    }
+
+    #[test]
+    fn no_torch_found_is_framework_not_found_with_where_it_looked() {
+        let dir = backends_folder();
+        let info = torchscript_with(|_| Err("no libtorch_cpu.so in /nowhere".into()));
+        let err = choose_library(&info, &[dir.path().to_path_buf()]).unwrap_err();
+        assert!(matches!(err, Error::FrameworkNotFound { .. }), "{err:?}");
+        assert!(err.to_string().contains("/nowhere"), "{err}");
+    }
+
+    #[test]
+    fn without_per_release_builds_cargo_s_library_is_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        let info = torchscript_with(|_| panic!("not asked: no per-release build"));
+        let err = choose_library(&info, &[dir.path().to_path_buf()]).unwrap_err();
+        assert!(matches!(err, Error::BackendNotFound { .. }), "{err:?}");
+        std::fs::write(dir.path().join("libneuropods_torchscript.so"), b"").unwrap();
+        let (path, framework_dir) = choose_library(&info, &[dir.path().to_path_buf()]).unwrap();
+        assert_eq!(path, dir.path().join("libneuropods_torchscript.so"));
+        assert_eq!(framework_dir, None);
+    }
 
     #[test]
     fn tensorflow_info_lines_are_dropped_unless_the_level_keeps_them() {
