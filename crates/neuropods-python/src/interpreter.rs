@@ -6,6 +6,17 @@ use std::sync::Mutex;
 
 use pyo3::ffi;
 
+/// The Python version (major.minor) this backend was compiled for.
+pub const BUILT_FOR: &str = env!("NEUROPODS_PYTHON_BUILT_FOR");
+
+/// Whether `Py_GetVersion()`'s text (`3.12.1 (main, ...)`) is of the
+/// release this backend was compiled for.
+fn same_release(running: &str) -> bool {
+    running
+        .strip_prefix(BUILT_FOR)
+        .is_some_and(|rest| rest.starts_with('.') || rest.starts_with(' '))
+}
+
 /// Starts an interpreter unless the process has one. Its program name is
 /// the executable from [`neuropods_core::backend::registry::python_executable`]
 /// (`NEUROPODS_PYTHON`, else `python3` on `PATH`), so that a virtualenv's
@@ -16,6 +27,17 @@ pub fn ensure_started() -> Result<(), String> {
     // SAFETY: may be called before initialisation.
     if unsafe { ffi::Py_IsInitialized() } != 0 {
         return Ok(());
+    }
+    // The libpython opened for us (see the core's registry) must be the
+    // release pyo3 compiled this backend for: another one's structures and
+    // ABI differ. Py_GetVersion may be called before initialisation.
+    // SAFETY: returns a static NUL-terminated string.
+    let running = unsafe { std::ffi::CStr::from_ptr(ffi::Py_GetVersion()) }.to_string_lossy();
+    if !same_release(&running) {
+        return Err(format!(
+            "this backend was built for Python {BUILT_FOR}, but the libpython loaded is {}",
+            running.split_whitespace().next().unwrap_or("unknown")
+        ));
     }
     let program = neuropods_core::backend::registry::python_executable();
     let program = CString::new(program.to_string_lossy().into_owned())
@@ -54,4 +76,18 @@ pub fn ensure_started() -> Result<(), String> {
         ffi::PyEval_SaveThread();
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_release_built_for_passes() {
+        assert!(same_release(&format!("{BUILT_FOR}.7 (main, Jan 1 2026)")));
+        assert!(!same_release("2.7.18 (default)"));
+        // 3.1 must not pass for 3.12, nor 3.12 for 3.1.
+        let longer = format!("{BUILT_FOR}0.1 (main)");
+        assert!(!same_release(&longer));
+    }
 }

@@ -185,7 +185,7 @@ impl Backend for PythonBackend {
         }
         interpreter::ensure_started().map_err(|detail| Error::FrameworkNotFound {
             platform: "python".into(),
-            framework: "a Python 3.11 interpreter".into(),
+            framework: format!("a Python {} interpreter", interpreter::BUILT_FOR),
             hint: "set NEUROPODS_PYTHON to its executable".into(),
             detail,
         })?;
