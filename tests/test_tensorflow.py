@@ -434,6 +434,12 @@ def test_visible_gpu_without_a_gpu_falls_back_with_a_warning(tmp_path, caplog):
     assert any("visible_gpu=0" in m and "CPU" in m for m in messages), messages
 
 
+@pytest.mark.xfail(
+    tuple(int(part) for part in tf.__version__.split(".")[:2]) < (2, 21),
+    strict=True,
+    reason="TF 2.20 logs through absl at its first run (absl's 'before InitializeLog' notice and an "
+    "MLIR INFO line), past the filter of its start-up lines and ignoring TF_CPP_MIN_LOG_LEVEL",
+)
 def test_startup_log_is_quiet_unless_the_user_asks(tmp_path):
     # A process that never imported TF's Python package: the backend opens
     # TF's libraries itself, which print INFO lines while initialising.

@@ -2,8 +2,10 @@
 //!
 //! The backend speaks TF's C API only (`c_api.h`), which TensorFlow covers
 //! by semantic versioning: functions are not removed or changed within a
-//! major version. It was compiled against 2.21's header, and an older
-//! release may lack functions 2.21 has. So: 2.21 or any later 2.x; not 3.
+//! major version. It is linked against 2.21's libraries and uses no
+//! function 2.20 lacks (a missing one would fail the library's opening, as
+//! symbols are bound when it opens). So: 2.20 or any later 2.x; not 3.
+//! Tested with tensorflow-cpu 2.20 and 2.21 (scripts/test-matrix.sh).
 
 use std::ffi::CStr;
 
@@ -12,7 +14,7 @@ use neuropods_core::{Error, Release, Result, VersionRange};
 use tensorflow_sys as tf;
 
 /// The TensorFlow releases the backend supports (see the module's docs).
-pub const SUPPORTED: &str = ">=2.21.0 <3.0.0";
+pub const SUPPORTED: &str = ">=2.20.0 <3.0.0";
 
 /// `TF_Version()` of the loaded TensorFlow, e.g. "2.21.0".
 pub fn loaded() -> String {
@@ -39,7 +41,7 @@ pub fn check(version: &str) -> Result<(Option<Release>, Option<String>)> {
         return Err(Error::FrameworkVersion {
             platform: "tensorflow".into(),
             detail: format!(
-                "this backend supports TensorFlow {SUPPORTED} (built against 2.21's C API), \
+                "this backend supports TensorFlow {SUPPORTED} (tested with 2.20 and 2.21), \
                  but the TensorFlow loaded in this process is {version}: install a supported \
                  one, e.g. `pip install tensorflow-cpu==2.21.0`"
             ),
@@ -54,14 +56,14 @@ mod tests {
 
     #[test]
     fn supported_versions_pass() {
-        for v in ["2.21.0", "2.21.3", "2.25.1", "2.21.0-rc1"] {
+        for v in ["2.20.0", "2.21.0", "2.21.3", "2.25.1", "2.21.0-rc1"] {
             assert!(check(v).unwrap().0.is_some(), "{v}");
         }
     }
 
     #[test]
     fn unsupported_versions_are_refused_naming_both() {
-        for v in ["2.20.1", "1.15.0", "3.0.0"] {
+        for v in ["2.19.1", "1.15.0", "3.0.0"] {
             let err = check(v).unwrap_err().to_string();
             assert!(err.contains(v) && err.contains(SUPPORTED), "{err}");
         }
