@@ -23,12 +23,13 @@ import shutil
 import tempfile
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Unpack
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional
 
 import numpy as np
 import ray
 
 import neuropods_native
+from neuropods._compat import Unpack
 from neuropods.loader import LoadOptions, load_neuropod
 from neuropods_native.errors import NeuropodError
 

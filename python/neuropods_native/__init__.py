@@ -8,7 +8,7 @@ package and runs it;
 until SIGINT/SIGTERM (``neuropods serve``).
 """
 
-from . import errors
+from . import _frameworks, errors
 from ._native import (
     Neuropod,
     __version__,
@@ -21,6 +21,10 @@ from ._native import (
     write_manifest,
 )
 from .errors import *  # noqa: F401,F403  (exception classes are part of the API)
+
+# Before any model is loaded: frameworks installed in another sys.path entry
+# than this package are found through the environment.
+_frameworks.point_core_at_frameworks()
 
 __all__ = [
     "Neuropod",

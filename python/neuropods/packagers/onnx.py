@@ -2,10 +2,11 @@
 
 import os
 import shutil
-from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Sequence, Union, Unpack
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Sequence, Union
 
 import numpy as np
 
+from neuropods._compat import Unpack
 from ._common import CommonOptions, PackagerOptions, SpecEntry, new_package, normalize_spec
 
 if TYPE_CHECKING:

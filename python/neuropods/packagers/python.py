@@ -4,10 +4,11 @@ builds the model when it is loaded."""
 
 import os
 import shutil
-from typing import Any, Mapping, Optional, Sequence, Unpack
+from typing import Any, Mapping, Optional, Sequence
 
 import neuropods_native
 
+from neuropods._compat import Unpack
 from ._common import CommonOptions, PackagerOptions, SpecEntry, new_package, write_backend_config
 
 

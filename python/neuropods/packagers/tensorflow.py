@@ -2,8 +2,9 @@
 
 import os
 import shutil
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Unpack
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
+from neuropods._compat import Unpack
 from ._common import CommonOptions, PackagerOptions, SpecEntry, new_package, write_backend_config
 
 

@@ -3,8 +3,9 @@
 import os
 import shutil
 import warnings
-from typing import Any, Optional, Sequence, Unpack
+from typing import Any, Optional, Sequence
 
+from neuropods._compat import Unpack
 from ._common import CommonOptions, PackagerOptions, SpecEntry, new_package
 
 

@@ -10,11 +10,12 @@ a pickle: reading a package's test data never runs code from it.
 
 import os
 import zipfile
-from typing import Any, Dict, List, Mapping, Optional, Tuple, Unpack
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
 import neuropods_native
+from neuropods._compat import Unpack
 from neuropods.loader import LoadOptions, load_neuropod
 
 TEST_DATA_DIR = "test_data"
