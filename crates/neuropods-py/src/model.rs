@@ -59,6 +59,28 @@ impl LoadArgs<'_, '_> {
 }
 
 /// A count option: None, or an int that fits a u32 (not a bool).
+/// A flag option, as pyo3 reads a `bool` (numpy's too), with a `TypeError`
+/// that names it: pyo3 0.30 names the argument in an exception note, which
+/// Python 3.10 does not have.
+fn flag(name: &str, value: &Bound<'_, PyAny>) -> PyResult<bool> {
+    value.extract::<bool>().map_err(|_| {
+        pyo3::exceptions::PyTypeError::new_err(format!(
+            "argument '{name}' must be True or False, got {}",
+            value.repr().map(|r| r.to_string()).unwrap_or_default()
+        ))
+    })
+}
+
+/// `verify_manifest=` of `Neuropod(...)` and `serve(...)`.
+pub(crate) fn verify_manifest_flag(value: &Bound<'_, PyAny>) -> PyResult<bool> {
+    flag("verify_manifest", value)
+}
+
+/// `use_ope=` of `Neuropod(...)` and `serve(...)`.
+pub(crate) fn use_ope_flag(value: &Bound<'_, PyAny>) -> PyResult<bool> {
+    flag("use_ope", value)
+}
+
 fn count(name: &str, value: Option<&Bound<'_, PyAny>>) -> PyResult<Option<u32>> {
     let Some(value) = value.filter(|v| !v.is_none()) else {
         return Ok(None);
@@ -133,8 +155,8 @@ impl Neuropod {
         visible_gpu: Option<&Bound<'_, PyAny>>,
         intra_op_threads: Option<&Bound<'_, PyAny>>,
         inter_op_threads: Option<&Bound<'_, PyAny>>,
-        verify_manifest: bool,
-        use_ope: bool,
+        #[pyo3(from_py_with = verify_manifest_flag)] verify_manifest: bool,
+        #[pyo3(from_py_with = use_ope_flag)] use_ope: bool,
         ope_python: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         guard(|| {

@@ -10,7 +10,7 @@ use neuropods_server::{BatchSettings, ModelSettings, Repository, ServerConfig};
 use pyo3::prelude::*;
 
 use crate::errors::{guard, CoreError, ErrorClass};
-use crate::model::LoadArgs;
+use crate::model::{use_ope_flag, verify_manifest_flag, LoadArgs};
 
 /// Loads `packages` and serves them until SIGINT or SIGTERM, then drains
 /// the requests in flight and returns. Prints `neuropods serve: HTTP on
@@ -46,8 +46,8 @@ pub fn serve(
     visible_gpu: Option<&Bound<'_, PyAny>>,
     intra_op_threads: Option<&Bound<'_, PyAny>>,
     inter_op_threads: Option<&Bound<'_, PyAny>>,
-    verify_manifest: bool,
-    use_ope: bool,
+    #[pyo3(from_py_with = verify_manifest_flag)] verify_manifest: bool,
+    #[pyo3(from_py_with = use_ope_flag)] use_ope: bool,
     ope_python: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<()> {
     guard(|| {
