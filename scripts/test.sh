@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test: the house rules (cargo fmt --check, clippy -D warnings,
 # cargo doc -D warnings, mypy --strict, stubtest of the native module),
-# cargo tests of the Rust crates, then pytest against the installed package.
+# cargo tests of the Rust crates, then pytest against the installed package,
+# then the release wheels in fresh venvs (scripts/test-matrix.sh --ci).
 # Sets up whatever is missing first (the venv: scripts/venv.sh; the build:
 # scripts/build.sh), so it runs on a fresh machine and right after a change.
 set -euo pipefail
@@ -37,4 +38,10 @@ export LD_LIBRARY_PATH="$TORCH_DIR/lib:$TF_DIR${LD_LIBRARY_PATH:+:$LD_LIBRARY_PA
 # The interpreter Rust programs embed for python-platform models.
 export NEUROPODS_PYTHON="$VENV/bin/python"
 cargo test --release --workspace --exclude neuropods-py
+# A real torch release no TorchScript backend is built for, for
+# tests/test_torch_versions.py.
+export NEUROPODS_TEST_UNSUPPORTED_TORCH="$(bash scripts/unsupported-torch.sh)"
 "$VENV/bin/python" -m pytest tests "$@"
+# The release wheels as users install them: fresh venvs per torch release
+# and for CPython 3.12 (the CI part of the matrix; without --ci, all of it).
+bash scripts/test-matrix.sh --ci

@@ -1,20 +1,28 @@
 #!/usr/bin/env bash
-# Makes a pkg-config entry for the TensorFlow C API of the venv's
-# tensorflow-cpu wheel, which ships no libtensorflow.so: the API is split
-# over libtensorflow_cc.so.2 and libtensorflow_framework.so.2. tensorflow-sys
-# finds `tensorflow` through pkg-config (otherwise it tries to download).
+# Makes a pkg-config entry for the TensorFlow C API of the tensorflow-cpu
+# wheel (the TF backend links against it; at run time it uses the user's
+# TF). The wheel ships no libtensorflow.so: the API is split over
+# libtensorflow_cc.so.2 and libtensorflow_framework.so.2, taken from the
+# wheel on PyPI (scripts/framework-wheel.sh). tensorflow-sys finds
+# `tensorflow` through pkg-config (otherwise it tries to download).
 set -euo pipefail
-source "$(dirname "$0")/env.sh"
-TF_DIR="$("$VENV/bin/python" -c 'import importlib.util, os; print(os.path.dirname(importlib.util.find_spec("tensorflow").origin))')"
+cd "$(dirname "$0")/.."
+source scripts/env.sh
+version=2.21.0
 OUT="$NEUROPODS_HOME/tensorflow-pkgconfig"
-mkdir -p "$OUT"
-ln -sf "$TF_DIR/libtensorflow_cc.so.2" "$OUT/libtensorflow.so"
-ln -sf "$TF_DIR/libtensorflow_framework.so.2" "$OUT/libtensorflow_framework.so"
-cat > "$OUT/tensorflow.pc" <<PC
+if [ "$(cat "$OUT/.version" 2>/dev/null)" != "$version" ]; then
+  wheel=$(bash scripts/framework-wheel.sh tensorflow-cpu "$version")
+  rm -rf "$OUT"
+  mkdir -p "$OUT"
+  unzip -q -j "$wheel" tensorflow/libtensorflow_cc.so.2 tensorflow/libtensorflow_framework.so.2 -d "$OUT"
+  ln -s libtensorflow_cc.so.2 "$OUT/libtensorflow.so"
+  ln -s libtensorflow_framework.so.2 "$OUT/libtensorflow_framework.so"
+  cat > "$OUT/tensorflow.pc" <<PC
 Name: tensorflow
-Description: TensorFlow C API from the tensorflow-cpu wheel ($TF_DIR)
-Version: 2.21.0
+Description: TensorFlow C API from the tensorflow-cpu $version wheel
+Version: $version
 Libs: -L$OUT -ltensorflow -ltensorflow_framework
-Cflags: -I$TF_DIR/include
 PC
+  echo "$version" > "$OUT/.version"
+fi
 echo "$OUT"

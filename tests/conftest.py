@@ -14,7 +14,6 @@ from typing import Callable
 import numpy as np
 import pytest
 import torch
-from hypothesis import configuration as hypothesis_configuration
 
 import models_for_tests as M
 from neuropods.packagers import create_torchscript_neuropod
@@ -22,8 +21,16 @@ from neuropods.packagers import create_torchscript_neuropod
 from helpers import ADD_INPUT_SPEC, ADD_OUTPUT_SPEC, script, spec
 
 # Hypothesis keeps a cache (unicode tables) in ./.hypothesis by default; keep
-# it out of the repository.
-hypothesis_configuration.set_hypothesis_home_dir(os.path.join(tempfile.gettempdir(), "neuropods-tests-hypothesis"))
+# it out of the repository. (Only tests/test_serialization.py uses it; the
+# GPU machine's environment may lack it.)
+try:
+    from hypothesis import configuration as hypothesis_configuration
+except ImportError:
+    pass
+else:
+    hypothesis_configuration.set_hypothesis_home_dir(
+        os.path.join(tempfile.gettempdir(), "neuropods-tests-hypothesis")
+    )
 
 
 @pytest.fixture
