@@ -4,9 +4,9 @@ the backend libraries built first.
 maturin builds the extension module and packs ``python/``; the libraries the
 wheel carries beside the extension (the TorchScript backend once per
 supported torch release, the TensorFlow, ONNX and Python backends, the
-worker) come from ``scripts/build-backends.sh``, run here for the
-interpreter being built for. So building needs what that script needs:
-cargo, a C++ compiler, ``unzip``, and PyPI (it downloads the torch and
+worker) come from ``scripts/lib/build-backends.sh --every-torch``, run here
+for the interpreter being built for. So building needs what that script
+needs: cargo, a C++ compiler and PyPI (it fetches the torch and
 tensorflow-cpu wheels once for their headers and link libraries, into
 ``~/.cache/neuropods``, where cargo's build folders are kept too).
 """
@@ -30,14 +30,18 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _build_backends() -> None:
-    env = dict(os.environ, NEUROPODS_BUILD_PYTHON=sys.executable)
-    script = os.path.join(ROOT, "scripts", "build-backends.sh")
-    subprocess.run(["bash", script, sys.executable], check=True, env=env, cwd=ROOT)
     # The extension's cargo build folder: outside the source tree, one per
-    # Python (as scripts/build-wheels.sh keeps them), unless the caller chose.
+    # Python version for `pip install .` (apart from the dev builds' folders
+    # of scripts/env.sh, which are configured for other interpreters),
+    # unless the caller chose.
     version = "%d.%d" % sys.version_info[:2]
     home = os.environ.get("NEUROPODS_HOME", os.path.expanduser("~/.cache/neuropods"))
-    os.environ.setdefault("CARGO_TARGET_DIR", os.path.join(home, f"target-python-{version}"))
+    target = os.environ.get("CARGO_TARGET_DIR") or os.path.join(home, f"target-pip-{version}")
+    env = dict(os.environ, NEUROPODS_BUILD_PYTHON=sys.executable, NEUROPODS_EXTENSION_TARGET_DIR=target)
+    env.pop("CARGO_TARGET_DIR", None)
+    script = os.path.join(ROOT, "scripts", "lib", "build-backends.sh")
+    subprocess.run(["bash", script, "--every-torch", sys.executable], check=True, env=env, cwd=ROOT)
+    os.environ["CARGO_TARGET_DIR"] = target
 
 
 def build_wheel(

@@ -1,19 +1,19 @@
 #!/usr/bin/env bash
 # Usage: scripts/build-wheels.sh [PYTHON...]
 # Release wheels, one per CPython (default: 3.10, 3.11, 3.12 and 3.13, as
-# scripts/python-for.sh finds them), each holding every backend
-# (scripts/build-backends.sh: the TorchScript backend once per supported
-# torch release). auditwheel repairs each into a manylinux wheel, leaving
+# scripts/lib/python-for.sh finds them), each holding every backend
+# (scripts/lib/build-backends.sh --every-torch: the TorchScript backend once
+# per supported torch release). auditwheel repairs each into a manylinux wheel, leaving
 # out the frameworks' own libraries (they come from the frameworks' wheels).
 # Prints the folder of the wheels: $NEUROPODS_HOME/wheels.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
-bash scripts/venv.sh
+bash scripts/lib/venv.sh
 pythons=("$@")
 if [ ${#pythons[@]} -eq 0 ]; then
   for version in 3.10 3.11 3.12 3.13; do
-    pythons+=("$(bash scripts/python-for.sh "$version")")
+    pythons+=("$(bash scripts/lib/python-for.sh "$version")")
   done
 fi
 out="$NEUROPODS_HOME/wheels"
@@ -22,8 +22,8 @@ mkdir -p "$out/unrepaired"
 for python in "${pythons[@]}"; do
   version="$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
   echo "building the wheel for CPython $version ($python)" >&2
-  bash scripts/build-backends.sh "$python"
-  target="$(python_target_dir "$python")"
+  bash scripts/lib/build-backends.sh --every-torch "$python"
+  target="$(extension_target_dir "$python")"
   # maturin's log is shown on failure only (it also warns that pip builds with
   # another backend: build_backend/ wraps maturin's).
   if ! CARGO_TARGET_DIR="$target" maturin build --release --auditwheel skip -i "$python" \

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The reliability tools of docs/reliability.md (the tests themselves run in
-# scripts/test.sh). Sets up whatever is missing first (scripts/setup.sh).
+# scripts/test.sh). Sets up whatever is missing first (scripts/lib/setup.sh).
 #
 #   bash scripts/reliability.sh          # leak check (100,000 calls per platform)
 #                                        # and 60 s of fuzzing per target (nightly, cargo-fuzz)
@@ -8,7 +8,7 @@
 #                                        # only built (stable): CI, so neither rots
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/lib/setup.sh
 source scripts/env.sh
 if [ "${1:-}" = "--quick" ]; then
   "$VENV/bin/python" reliability/leaks.py --calls 2000 --warmup 200

@@ -15,7 +15,10 @@
 # and TF 2.20 on 3.11, and 3.12.
 #
 # Venvs are made by uv, which links the framework wheels from its cache
-# (~/.cache/uv, outside the clone): a venv with torch takes seconds.
+# (~/.cache/uv, outside the clone, shared with the dev venv and the builds'
+# framework files): a venv with torch takes seconds once its wheels are
+# there. A cold cache downloads torch 2.11.0 and 2.12.1 with their CUDA
+# wheels, and TF 2.20: about 8 GB.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
@@ -28,12 +31,12 @@ repo="$PWD"
 wheels="${1:-}"
 if [ -z "$wheels" ]; then
   if $ci; then
-    wheels="$(bash scripts/build-wheels.sh "$(bash scripts/python-for.sh 3.11)" "$(bash scripts/python-for.sh 3.12)")"
+    wheels="$(bash scripts/build-wheels.sh "$(bash scripts/lib/python-for.sh 3.11)" "$(bash scripts/lib/python-for.sh 3.12)")"
   else
     wheels="$(bash scripts/build-wheels.sh)"
   fi
 fi
-unsupported_torch="$(bash scripts/unsupported-torch.sh)"
+unsupported_torch="$(bash scripts/lib/unsupported-torch.sh)"
 
 # The tests these venvs run: every test file but ONNX's (it needs the
 # exporter's packages) and the server's (its clients). conftest.py imports
@@ -88,7 +91,7 @@ for case in "${cases[@]}"; do
   # its vendored `packaging`.
   requirements=("$wheel" "torch==$torch_version" "tensorflow-cpu==$tf_version" "onnxruntime>=1.17"
     "onnx>=1.14" pytest hypothesis ninja pip)
-  if ! "$VENV/bin/uv" venv -q --python "$(bash scripts/python-for.sh "$python_version")" "$venv" ||
+  if ! "$VENV/bin/uv" venv -q --python "$(bash scripts/lib/python-for.sh "$python_version")" "$venv" ||
     ! "$VENV/bin/uv" pip install -q --python "$venv/bin/python" "${requirements[@]}"; then
     failed+=("$name (set-up)")
     continue

@@ -198,13 +198,20 @@ def clean_env(**extra):
 
 def make_venv(folder, packages):
     """A plain venv at `folder` (no system site-packages, so no framework
-    is visible) with `packages` pip-installed; returns its python. Skips
-    the test when pip cannot install them (no index, no cache)."""
+    is visible) with `packages` installed; returns its python. uv installs
+    them where it sits beside this Python (the dev venv: from the cache the
+    venv was installed from, so nothing it has is downloaded again), else
+    pip. Skips the test when they cannot be installed (no index, no cache)."""
     env = clean_env()
     subprocess.run([sys.executable, "-m", "venv", str(folder)], check=True, env=env, timeout=120)
     python = str(folder / "bin" / "python")
+    uv = shutil.which("uv", path=os.path.dirname(sys.executable))
+    if uv:
+        command = [uv, "pip", "install", "-q", "--python", python, *packages]
+    else:
+        command = [python, "-m", "pip", "install", "--disable-pip-version-check", "-q", *packages]
     install = subprocess.run(
-        [python, "-m", "pip", "install", "--disable-pip-version-check", "-q", *packages],
+        command,
         capture_output=True,
         text=True,
         env=env,

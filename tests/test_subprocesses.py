@@ -55,7 +55,7 @@ def venv_with_wheel(tmp_path_factory, name, numpy_requirement):
     returns its python. Skips when there is no wheel or pip cannot install."""
     wheel = _wheel()
     if wheel is None:
-        pytest.skip("no built wheel in $NEUROPODS_HOME/dist (run scripts/build.sh)")
+        pytest.skip("no built wheel in $NEUROPODS_HOME/dist (run scripts/lib/build.sh)")
     return make_venv(tmp_path_factory.mktemp(name) / "venv", [numpy_requirement, wheel])
 
 

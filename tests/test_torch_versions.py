@@ -4,8 +4,9 @@ before any backend library is opened.
 
 scripts/test-matrix.sh runs this file in one venv per supported torch, and
 sets NEUROPODS_TEST_UNSUPPORTED_TORCH to a folder holding a torch release no
-build was made for (`pip install --no-deps --target`); scripts/test.sh sets it
-too.
+build was made for (scripts/lib/unsupported-torch.sh: `--no-deps --target`);
+scripts/test.sh, which downloads nothing beyond the main job's, leaves it
+unset, and those tests skip there.
 """
 
 import json

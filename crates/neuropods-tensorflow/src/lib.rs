@@ -1,6 +1,6 @@
 //! The TensorFlow backend of Neuropods, on the TF C API (`tensorflow-sys`,
 //! the binding under the `tensorflow` crate) from the `tensorflow-cpu`
-//! wheel; see `scripts/tf-pkgconfig.sh`.
+//! wheel; see `scripts/lib/tf-pkgconfig.sh`.
 //!
 //! Built as a shared library that the core opens the first time a
 //! tensorflow model is loaded. A package holds either a frozen GraphDef

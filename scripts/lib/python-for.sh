@@ -3,7 +3,7 @@
 # Prints the CPython 3.X interpreter that wheels are built and tested with:
 # the venv's python for 3.11, else pyenv's newest 3.X.
 set -euo pipefail
-source "$(dirname "$0")/env.sh"
+source "$(dirname "$0")/../env.sh"
 version="$1"
 if [ "$version" = "$("$VENV/bin/python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')" ]; then
   echo "$VENV/bin/python"
