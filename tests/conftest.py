@@ -7,6 +7,7 @@ computes.
 
 import itertools
 import os
+import signal
 import tempfile
 import warnings
 from typing import Callable
@@ -19,6 +20,14 @@ import models_for_tests as M
 from neuropods.packagers import create_torchscript_neuropod
 
 from helpers import ADD_INPUT_SPEC, ADD_OUTPUT_SPEC, script, spec
+
+# A runner may start the suite with SIGINT ignored (a background job of a
+# shell without job control, as `cmd &` in a script): Python then never
+# raises KeyboardInterrupt, and every child it starts inherits the ignored
+# signal. The Ctrl-C tests send real SIGINTs, so the suite restores Python's
+# own handler (children then start with the default disposition).
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # Hypothesis keeps a cache (unicode tables) in ./.hypothesis by default; keep
 # it out of the repository. (Only tests/test_serialization.py uses it; the
