@@ -3,8 +3,9 @@
 # Release wheels, one per CPython (default: 3.10, 3.11, 3.12 and 3.13, as
 # scripts/lib/python-for.sh finds them), each holding every backend
 # (scripts/lib/build-backends.sh --every-torch: the TorchScript backend once
-# per supported torch release). auditwheel repairs each into a manylinux wheel, leaving
-# out the frameworks' own libraries (they come from the frameworks' wheels).
+# per supported torch release). auditwheel repairs each into a manylinux
+# wheel, leaving out the frameworks' own libraries (they come from the
+# frameworks' wheels).
 # Prints the folder of the wheels: $NEUROPODS_HOME/wheels.
 set -euo pipefail
 cd "$(dirname "$0")/.."

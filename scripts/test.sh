@@ -17,14 +17,14 @@ bash scripts/lib/setup.sh
 source scripts/env.sh
 source scripts/lib/progress.sh
 step "house rules: cargo fmt" "1 s" cargo fmt --all --check
-step "house rules: cargo clippy -D warnings" "3 min cold, seconds after" \
+step "house rules: cargo clippy -D warnings" "1.5 min cold, seconds after" \
   cargo clippy --release --workspace --all-targets -- -D warnings
-RUSTDOCFLAGS="-D warnings" step "house rules: cargo doc -D warnings" "1 min cold, seconds after" \
+RUSTDOCFLAGS="-D warnings" step "house rules: cargo doc -D warnings" "20 s cold, seconds after" \
   cargo doc --release --workspace --no-deps
 # Types: mypy --strict on python/ (pyproject.toml's [tool.mypy]), and the
 # native module's stub checked against the module as built.
 step "house rules: mypy --strict" "30 s cold, seconds after" "$VENV/bin/python" -m mypy
 step "house rules: stubtest of the native module" "10 s" "$VENV/bin/python" -m mypy.stubtest neuropods_native._native
 # The workspace's default members: every crate but the PyO3 bindings.
-step "cargo tests" "5 min cold, 1 min after" cargo test --release
-step "pytest against the installed package" "10 min" "$VENV/bin/python" -m pytest tests "$@"
+step "cargo tests" "1 min" cargo test --release
+step "pytest against the installed package" "7 min" "$VENV/bin/python" -m pytest tests "$@"

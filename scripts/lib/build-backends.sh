@@ -60,10 +60,10 @@ for build in "${TORCH_BUILDS[@]}"; do
     continue
   fi
   target="$NEUROPODS_HOME/target-torch-$version"
-  libtorch="$(step "fetching torch $version's headers (scripts/lib/framework.sh)" "1 min, once" \
+  libtorch="$(step "fetching torch $version's headers (scripts/lib/framework.sh)" "under a minute, once" \
     bash scripts/lib/libtorch.sh "$version")"
   LIBTORCH="$libtorch" LIBTORCH_BYPASS_VERSION_CHECK=1 LIBTORCH_CXX11_ABI=1 CARGO_TARGET_DIR="$target" \
-    step "building the TorchScript backend for torch $release" "3 min, once" \
+    step "building the TorchScript backend for torch $release" "4 min, once" \
     env -u LIBTORCH_USE_PYTORCH cargo build --release --manifest-path "$manifest" --lib
   cp "$target/release/libneuropods_torchscript.so" "$backends/libneuropods_torchscript-torch$release.so"
 done
@@ -71,7 +71,7 @@ done
 # settings. `--examples` makes cargo resolve features with the
 # dev-dependencies, as `cargo test` and clippy do: with other features the
 # test build would rebuild the backends, and this build again after it.
-step "building the backends and the worker (cargo build --release)" "5 min cold, seconds after" \
+step "building the backends and the worker (cargo build --release)" "6 min cold, seconds after" \
   cargo build --release --lib --bins --examples
 if $built_venv_torch; then
   cp "$CARGO_TARGET_DIR/release/libneuropods_torchscript.so" "$backends/libneuropods_torchscript-torch$venv_torch.so"

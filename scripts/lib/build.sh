@@ -18,7 +18,7 @@ maturin_quietly() {
   fi
 }
 CARGO_TARGET_DIR="$(extension_target_dir "$VENV/bin/python")" \
-  step "building the wheel (maturin: the extension module)" "2 min cold, seconds after" \
+  step "building the wheel (maturin: the extension module)" "3 min cold, seconds after" \
   maturin_quietly build --release --auditwheel skip -i "$VENV/bin/python" --out "$NEUROPODS_HOME/dist"
 step "installing the wheel into the venv" "2 s" \
   "$VENV/bin/uv" pip install -q --python "$VENV/bin/python" --reinstall --no-deps "$NEUROPODS_HOME"/dist/neuropods-*.whl
