@@ -59,15 +59,18 @@ pyo3_env() {
 pyo3_env "$VENV/bin/python" "$venv_python_version"
 unset site_packages venv_python_version
 
-# Cargo's target folder for the extension module (maturin) built for one
-# Python, and for the Python backend built for a Python other than the
-# venv's: one per Python version, apart from the workspace's. The extension
-# is built alone (no torch backend, no dev-dependency), so cargo resolves
-# other features for the crates it shares with the workspace; in one folder
-# the two builds would overwrite each other's neuropods-python library and
-# rebuild it every time. NEUROPODS_EXTENSION_TARGET_DIR overrides it
-# (`pip install .`: another interpreter of the same version, whose pyo3
-# configuration would undo this one's).
+# Cargo's target folder for what is built against one Python (the
+# extension module, and the Python backend for another Python than the
+# venv's): the workspace's for the venv's python, whose pyo3 configuration
+# this file sets, else one per Python version, so that builds for different
+# Pythons do not undo each other. NEUROPODS_EXTENSION_TARGET_DIR overrides
+# it (`pip install .`: another interpreter of the same version).
 extension_target_dir() {
-  echo "${NEUROPODS_EXTENSION_TARGET_DIR:-$NEUROPODS_HOME/target-python-$("$1" -c 'import sys; print("%d.%d" % sys.version_info[:2])')}"
+  if [ -n "${NEUROPODS_EXTENSION_TARGET_DIR:-}" ]; then
+    echo "$NEUROPODS_EXTENSION_TARGET_DIR"
+  elif [ "$("$1" -c 'import sys; print(sys.prefix)')" = "$VENV" ]; then
+    echo "$CARGO_TARGET_DIR"
+  else
+    echo "$NEUROPODS_HOME/target-python-$("$1" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+  fi
 }

@@ -8,8 +8,9 @@
 # The full matrix (this command without --ci), each case with the test
 # files of every platform but ONNX (whose tests scripts/test.sh runs):
 #   CPython 3.11: torch 2.11.0, 2.12.0, 2.12.1 and 2.13.0 with TF 2.21, and
-#     torch 2.13.0 with TF 2.20 (2.12.1 runs the build made against 2.12.0's
-#     headers: patch releases keep libtorch's ABI);
+#     torch 2.13.0 with TF 2.20 (2.12.0 runs the build made against 2.12.1's
+#     headers, the wheel --ci's venv installs: patch releases keep
+#     libtorch's ABI);
 #   CPython 3.10, 3.12 and 3.13: torch 2.13.0 with TF 2.21.
 # --ci (what .ci/run runs, to fit its time): torch 2.11.0, 2.12.1, 2.13.0
 # and TF 2.20 on 3.11, and 3.12.

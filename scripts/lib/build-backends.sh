@@ -28,7 +28,7 @@ python="${1:-$VENV/bin/python}"
 workspace_manifest=crates/neuropods-torchscript/Cargo.toml
 TORCH_BUILDS=(
   "2.11.0 crates/neuropods-torchscript/tch-0.24/Cargo.toml"
-  "2.12.0 crates/neuropods-torchscript/tch-0.24/Cargo.toml"
+  "2.12.1 crates/neuropods-torchscript/tch-0.24/Cargo.toml"
   "2.13.0 $workspace_manifest"
 )
 # The venv's torch X.Y, read from its version.py (importing torch takes seconds).
@@ -83,16 +83,14 @@ done
 cp "$CARGO_TARGET_DIR/release/neuropods-worker" "$backends/"
 # The Python backend embeds the interpreter it runs in: one build per
 # Python version. The venv's python's was built above; another's is built
-# in that Python's extension folder, with the extension's package set (so
-# that maturin's build there finds it done).
-if [ "$("$python" -c 'import sys; print(sys.prefix)')" = "$VENV" ]; then
-  cp "$CARGO_TARGET_DIR/release/libneuropods_python.so" "$backends/"
-else
-  python_target="$(extension_target_dir "$python")"
+# in that Python's target folder, with the extension (so that maturin's
+# build there finds the crates they share done).
+python_target="$(extension_target_dir "$python")"
+if [ "$python_target" != "$CARGO_TARGET_DIR" ]; then
   (
     pyo3_env "$python"
     CARGO_TARGET_DIR="$python_target" step "building the Python backend for $python" "2 min, once" \
-      cargo build --release -p neuropods-python -p neuropods-py --lib
+      cargo build --release -p neuropods-python-library -p neuropods-py --lib
   )
-  cp "$python_target/release/libneuropods_python.so" "$backends/"
 fi
+cp "$python_target/release/libneuropods_python.so" "$backends/"

@@ -5,8 +5,9 @@
 //!
 //! Inside Python the bindings link this crate and register the backend, so
 //! models run in the calling interpreter. A Rust program opens the shared
-//! library like any backend, and the interpreter is started on first load
-//! (see [`interpreter`]).
+//! library (`library/`: `libneuropods_python.so`, made from this crate) like
+//! any backend, and the interpreter is started on first load (see
+//! [`interpreter`]).
 //!
 //! [`arrays`] converts numpy arrays and core tensors both ways; the bindings
 //! use it too.
@@ -16,5 +17,3 @@ pub mod interpreter;
 mod model;
 
 pub use model::{check_requirements, PythonBackend, CODE_DIR, DATA_DIR, REQUIREMENTS_FILE};
-
-neuropods_core::export_backend!(PythonBackend);
