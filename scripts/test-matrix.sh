@@ -18,8 +18,9 @@
 # Venvs are made by uv, which links the framework wheels from its cache
 # (~/.cache/uv, outside the clone, shared with the dev venv and the builds'
 # framework files): a venv with torch takes seconds once its wheels are
-# there. A cold cache downloads torch 2.11.0 and 2.12.1 with their CUDA
-# wheels, and TF 2.20: about 8 GB.
+# there. A cold cache downloads about 11 GB more than the dev venv's: torch
+# 2.11.0 and 2.12.1 with their CUDA wheels, TF 2.20, torch 2.14.1 (no deps)
+# and CPython 3.12's torch and TF.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh

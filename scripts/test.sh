@@ -13,10 +13,11 @@
 # libtorch's C++ wrapper, for minutes) run once for all of them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Formatting first: it needs no build, and fails in a second.
+cargo fmt --all --check
 bash scripts/lib/setup.sh
 source scripts/env.sh
 source scripts/lib/progress.sh
-step "house rules: cargo fmt" "1 s" cargo fmt --all --check
 step "house rules: cargo clippy -D warnings" "1.5 min cold, seconds after" \
   cargo clippy --release --workspace --all-targets -- -D warnings
 RUSTDOCFLAGS="-D warnings" step "house rules: cargo doc -D warnings" "20 s cold, seconds after" \
