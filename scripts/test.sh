@@ -14,7 +14,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Formatting first: it needs no build, and fails in a second.
-cargo fmt --all --check
+PATH="$HOME/.cargo/bin:$PATH" cargo fmt --all --check
 bash scripts/lib/setup.sh
 source scripts/env.sh
 source scripts/lib/progress.sh
