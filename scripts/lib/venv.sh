@@ -21,8 +21,8 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
   step "installing $uv_pin into the venv with pip" "10 s" \
     "$VENV/bin/python" -m pip install -q --disable-pip-version-check "$uv_pin"
   # torch's CUDA build (PyPI has no other for Linux) brings about 3 GB of
-  # nvidia-* wheels; the whole download is about 6 GB.
-  step "installing requirements-dev.txt into $VENV with uv" "under a minute here on a cold cache: a 6 GB download" \
+  # nvidia-* wheels; the whole download is about 7 GB.
+  step "installing requirements-dev.txt into $VENV with uv" "under a minute here on a cold cache: a 7 GB download" \
     "$VENV/bin/uv" pip install -q --python "$VENV/bin/python" -r requirements-dev.txt
   echo "$wanted" > "$stamp"
 fi
