@@ -21,7 +21,7 @@ out="$NEUROPODS_HOME/wheels"
 rm -rf "$out"
 mkdir -p "$out/unrepaired"
 for python in "${pythons[@]}"; do
-  version="$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+  version="$(python_version "$python")"
   echo "building the wheel for CPython $version ($python)" >&2
   bash scripts/lib/build-backends.sh --every-torch "$python"
   target="$(extension_target_dir "$python")"

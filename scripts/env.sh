@@ -47,6 +47,11 @@ export NEUROPODS_PYTHON="$VENV/bin/python"
 venv_python_version="${site_packages%/site-packages}"
 venv_python_version="${venv_python_version##*/python}"
 
+# Usage: python_version PYTHON: prints its X.Y.
+python_version() {
+  "$1" -c 'import sys; print("%d.%d" % sys.version_info[:2])'
+}
+
 # pyo3 is configured as maturin configures it (maturin sets these for its
 # builds, and pyo3's build script reruns whenever one changes: without them
 # a maturin build and a cargo build would undo each other's pyo3).
@@ -54,7 +59,7 @@ venv_python_version="${venv_python_version##*/python}"
 pyo3_env() {
   export PYO3_PYTHON="$1"
   export PYO3_BUILD_EXTENSION_MODULE=1
-  export PYO3_ENVIRONMENT_SIGNATURE="cpython-${2:-$("$1" -c 'import sys; print("%d.%d" % sys.version_info[:2])')}-64bit"
+  export PYO3_ENVIRONMENT_SIGNATURE="cpython-${2:-$(python_version "$1")}-64bit"
 }
 pyo3_env "$VENV/bin/python" "$venv_python_version"
 unset site_packages venv_python_version
@@ -71,6 +76,6 @@ extension_target_dir() {
   elif [ "$("$1" -c 'import sys; print(sys.prefix)')" = "$VENV" ]; then
     echo "$CARGO_TARGET_DIR"
   else
-    echo "$NEUROPODS_HOME/target-python-$("$1" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+    echo "$NEUROPODS_HOME/target-python-$(python_version "$1")"
   fi
 }

@@ -5,7 +5,7 @@
 set -euo pipefail
 source "$(dirname "$0")/../env.sh"
 version="$1"
-if [ "$version" = "$("$VENV/bin/python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')" ]; then
+if [ "$version" = "$(python_version "$VENV/bin/python")" ]; then
   echo "$VENV/bin/python"
   exit 0
 fi
