@@ -4,8 +4,10 @@ real actors, real Parquet files, results compared with ``infer`` called
 directly."""
 
 import os
+import stat
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -174,10 +176,11 @@ def write_parquet_folder(folder, features, ids, files=3):
         pq.write_table(table, folder / f"part-{i}.parquet", row_group_size=5000)
 
 
-def neuropods(*args, timeout=300):
+def neuropods(*args, timeout=300, umask=None):
     return subprocess.run(
         [sys.executable, "-m", "neuropods", *map(str, args)], capture_output=True, text=True, timeout=timeout,
         env={**os.environ, "RAY_DEDUP_LOGS": "0"},
+        preexec_fn=None if umask is None else (lambda: os.umask(umask)),
     )
 
 
@@ -185,9 +188,11 @@ def test_the_batch_command_scores_a_parquet_folder_end_to_end(mlp, features, tmp
     ids = np.arange(20_000, dtype=np.int64) + 10
     write_parquet_folder(tmp_path / "in", features[:20_000], ids)
     result = neuropods("batch", mlp, "--input", tmp_path / "in", "--output", tmp_path / "out",
-                       "--concurrency", 2, "--batch-size", 1000)
+                       "--concurrency", 2, "--batch-size", 1000, umask=0o027)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "scored 20000 rows" in result.stdout, result.stdout
+    # The output folder's mode follows the umask, as a new folder's does.
+    assert stat.S_IMODE(os.stat(tmp_path / "out").st_mode) == 0o750
     table = pq.read_table(tmp_path / "out")
     assert table.column_names == ["id", "out"]
     np.testing.assert_array_equal(table["id"].to_numpy(), ids)  # input order kept
@@ -234,6 +239,34 @@ def get_model(data_root):
     assert last.startswith("neuropods batch: RuntimeError: a model actor failed to start:"), result.stderr[-3000:]
     assert last.endswith("no weights in data"), last
     assert sorted(os.listdir(tmp_path)) == ["broken", "broken_src", "in"]
+
+
+def tree(folder):
+    """Every file under ``folder`` with its bytes."""
+    return {p: p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_the_batch_command_refuses_an_output_that_would_replace_what_it_reads(mlp, features, tmp_path):
+    data = tmp_path / "data"
+    write_parquet_folder(data, features[:100], np.arange(100), files=1)
+    (data / "notes.txt").write_text("beside the input")
+    single = data / "part-0.parquet"
+    package = Path(mlp)
+    before = {**tree(data), **tree(package)}
+    cases = [
+        (single, single, "is the input"),
+        (single, data, "contains the input"),  # the input's own folder
+        (data, data / "scores", "is inside the input"),
+        (single, tmp_path / "mlp_link" / "x", "is inside the package"),  # through a symlink
+    ]
+    (tmp_path / "mlp_link").symlink_to(mlp)
+    for input_path, output, relation in cases:
+        result = neuropods("batch", mlp, "--input", input_path, "--output", output, "--overwrite")
+        assert result.returncode == 1, (output, result.stderr[-2000:])
+        last = result.stderr.strip().splitlines()[-1]
+        assert last.startswith(f"neuropods batch: ValueError: the output {output} {relation} "), last
+        assert {**tree(data), **tree(package)} == before  # nothing deleted, nothing written
+        assert not (data / "scores").exists()
 
 
 def test_parquet_pieces_number_rows_across_files_in_path_order(features, tmp_path):

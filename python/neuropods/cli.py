@@ -257,6 +257,8 @@ def column_map(items: Optional[List[str]]) -> Dict[str, str]:
 
 def batch(args: argparse.Namespace) -> None:
     try:
+        import ray
+
         from neuropods.ray import model_error, score_parquet
     except ModuleNotFoundError as e:
         if e.name not in ("ray", "pyarrow"):
@@ -285,6 +287,10 @@ def batch(args: argparse.Namespace) -> None:
         )
     except Exception as e:
         raise model_error(e) from e
+    finally:
+        # Before the command's error is printed: no late line of Ray's
+        # (a worker's, forwarded) comes after it.
+        ray.shutdown()
     print(
         f"scored {summary.rows} rows in {summary.seconds:.2f} s ({summary.rows_per_second:.0f} rows/s), "
         f"0 failed; wrote {summary.files_written} Parquet file(s) to {summary.output}"

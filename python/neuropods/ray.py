@@ -19,8 +19,8 @@ imports it, ``import neuropods`` never does.
 
 import logging
 import os
+import secrets
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, NamedTuple, Optional
@@ -248,11 +248,14 @@ def score_parquet(
 
     Runs on the Ray this process is connected to; when it is connected to
     none, on the cluster at ``ray_address``, or (None) a new Ray of this
-    machine's own, even when ``RAY_ADDRESS`` names a cluster.
+    machine's own, even when ``RAY_ADDRESS`` names a cluster. Refuses an
+    output that is, contains or is inside the input or the package, before
+    anything is written; the output folder's mode follows the umask.
     """
     if concurrency < 1 or batch_size < 1:
         raise ValueError("concurrency and batch_size must be at least 1")
     output_path = os.path.abspath(output_path)
+    check_output_apart(output_path, {"input": input_path, "package": neuropod_path})
     if os.path.exists(output_path) and not overwrite:
         raise FileExistsError(f"{output_path} exists (overwrite=True / --overwrite replaces it)")
     pieces = parquet_pieces(input_path)
@@ -260,10 +263,12 @@ def score_parquet(
     inputs = [spec["name"] for spec in neuropods_native.inspect(neuropod_path)["inputs"]]
     check_column_map(column_map or {}, inputs)
     if not ray.is_initialized():
-        ray.init(address=ray_address or "local", logging_level=logging.WARNING)
+        # Its workers' log lines are not forwarded: a failure comes back as
+        # the exception raised here, not as lines of log.
+        ray.init(address=ray_address or "local", logging_level=logging.ERROR, log_to_driver=False)
     parent = os.path.dirname(output_path)
     os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(output_path)}.", dir=parent)
+    staging = make_staging_folder(output_path)
     started = time.perf_counter()
     context = ray.data.DataContext.get_current()
     saved = (context.execution_options.preserve_order, context.raise_original_map_exception)
@@ -306,6 +311,42 @@ def score_parquet(
     written = sum(1 for name in os.listdir(output_path) if name.endswith(".parquet"))
     rows = sum(piece.rows for piece in pieces)
     return BatchSummary(rows=rows, seconds=seconds, files_written=written, output=output_path)
+
+
+def check_output_apart(output_path: str, sources: Mapping[str, str]) -> None:
+    """Refuses an output folder that is, contains or is inside one of the
+    job's ``sources`` (what it reads), before anything is written: replacing
+    the output (``overwrite``) would delete what the job reads. Paths are
+    compared resolved, so a symlink or ``..`` does not hide one."""
+    output = os.path.realpath(output_path)
+    for what, path in sources.items():
+        source = os.path.realpath(path)
+        if output == source:
+            relation = "is"
+        elif os.path.commonpath([output, source]) == source:
+            relation = "is inside"
+        elif os.path.commonpath([output, source]) == output:
+            relation = "contains"
+        else:
+            continue
+        raise ValueError(
+            f"the output {output_path} {relation} the {what} {path}: writing it would replace what "
+            f"the job reads; choose an output folder apart from the {what}"
+        )
+
+
+def make_staging_folder(output_path: str) -> str:
+    """A new hidden folder beside ``output_path`` to write into, with the
+    mode a new folder gets from the umask (``tempfile.mkdtemp`` makes every
+    folder 0700, which the output would keep once moved into place)."""
+    parent, base = os.path.split(output_path)
+    while True:
+        staging = os.path.join(parent, f".{base}.{secrets.token_hex(4)}")
+        try:
+            os.mkdir(staging)
+            return staging
+        except FileExistsError:
+            continue
 
 
 def model_error(error: BaseException) -> BaseException:
