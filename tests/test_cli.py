@@ -89,10 +89,11 @@ def test_infer_runs_one_call_from_files(addition, tmp_path, use_ope):
     printed = neuropods("infer", addition, "--input", f"x={tmp_path / 'x.npy'}", "--input-npz", tmp_path / "in.npz", *flags)
     assert printed.returncode == 0, printed.stderr
     assert printed.stdout.strip() == "out: float32 (5,) [0.5, 1.5, 2.5, 3.5, 4.5]"
-    out = tmp_path / "out.npz"
+    out = tmp_path / "out"  # written as named, without ".npz" added
     written = neuropods("infer", addition, "--input", f"x={tmp_path / 'x.npy'}", "--input", f"y={tmp_path / 'x.npy'}",
                         "--output", out, *flags)
     assert written.returncode == 0, written.stderr
+    assert written.stdout.strip() == f"wrote 1 outputs to {out}" and not (tmp_path / "out.npz").exists()
     with np.load(out) as outputs:
         np.testing.assert_array_equal(outputs["out"], x + x)
 
@@ -114,12 +115,13 @@ def test_strings_are_written_as_plain_arrays(make_package, tmp_path):
         (["infer", "{addition}", "--input", "z={x}"], "UnknownTensorError: input 'z' is not in the spec"),
         (["infer", "{addition}", "--input", "x{x}"], "ValueError: --input takes NAME=FILE.npy"),
         (["infer", "{addition}"], "ValueError: no inputs"),
-        (["bench", "{addition}", "--threads", "0"], "ValueError: --threads and --batch must be at least 1"),
+        (["infer", "{addition}", "--input-npz", "{x}"], "ValueError: --input-npz {x} holds one array (a .npy file)"),
     ],
 )
 def test_errors_are_one_line_and_exit_1(addition, tmp_path, args, expected):
     np.save(tmp_path / "x.npy", np.zeros(2, np.float32))
     args = [a.format(addition=addition, x=tmp_path / "x.npy") for a in args]
+    expected = expected.format(x=tmp_path / "x.npy")
     result = neuropods(*args)
     assert result.returncode == 1
     assert result.stdout == ""
@@ -127,6 +129,40 @@ def test_errors_are_one_line_and_exit_1(addition, tmp_path, args, expected):
     assert len(lines) == 1 and lines[0].startswith(f"neuropods {args[0]}: ") and expected in lines[0], result.stderr
     verbose = neuropods("--verbose", *args)
     assert verbose.returncode == 1 and "Traceback (most recent call last)" in verbose.stderr
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["bench", "{addition}", "--threads", "0"], "argument --threads: 0 is out of range: takes an integer at least 1"),
+        (["bench", "{addition}", "--duration", "nan"], "argument --duration: nan is not a number of seconds above 0"),
+        (["serve", "{addition}", "--max-batch-size", "-1"], "argument --max-batch-size: -1 is out of range"),
+        (["serve", "{addition}", "--http-port", "99999"], "argument --http-port: 99999 is out of range: takes an integer from 0 to 65535"),
+        (["batch", "{addition}", "--input", "a", "--output", "b", "--concurrency", "0"], "argument --concurrency: 0 is out of range"),
+    ],
+)
+def test_an_option_out_of_range_is_refused_naming_it(addition, args, expected):
+    result = neuropods(*[a.format(addition=addition) for a in args], timeout=30)
+    assert result.returncode == 2  # argparse's usage error, before anything runs
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"neuropods {args[0]}: error: {expected}"), result.stderr
+
+
+def test_version():
+    from neuropods import __version__
+
+    result = neuropods("--version")
+    assert result.returncode == 0 and result.stdout.strip() == f"neuropods {__version__}"
+
+
+def test_bench_stops_on_time_with_hundreds_of_threads(addition):
+    # Each thread stops itself at the deadline: the main thread, waiting
+    # for the GIL among 200 callers, took 8 s to end a 1 s run before.
+    result = neuropods("bench", addition, "--duration", "1", "--threads", "200", "--json", "--no-progress")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["threads"] == 200 and report["calls"] > 0
+    assert report["seconds"] < 3, report
 
 
 @pytest.mark.parametrize("use_ope", [False, True], ids=["in_process", "ope"])

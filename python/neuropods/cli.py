@@ -9,19 +9,22 @@
 Everything goes through the public API (`load_neuropod`, and
 `neuropods_native.inspect`, which reads a package without loading its
 framework). An error prints one line, the exception's class and message,
-and exits 1; `--verbose` prints the traceback too.
+and exits 1; `--verbose` prints the traceback too. An option out of range
+is argparse's usage error (exit 2), naming the option.
 """
 
 import argparse
 import json
+import math
 import sys
 import threading
 import time
 import traceback
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
+import neuropods
 import neuropods_native
 from neuropods.loader import LoadOptions, load_neuropod
 from neuropods.utils.eval_utils import has_test_data
@@ -39,6 +42,40 @@ def format_size(size: int) -> str:
             return f"{size} {unit}" if unit == "B" else f"{scaled:.1f} {unit}"
         scaled /= 1024
     return str(size)
+
+
+def integer(low: int, high: Optional[int] = None) -> Callable[[str], int]:
+    """An argparse type: an integer in [low, high], so that a value out of
+    range is refused naming its option (not an OverflowError later)."""
+
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < low or (high is not None and value > high):
+            bounds = f"from {low} to {high}" if high is not None else f"at least {low}"
+            raise argparse.ArgumentTypeError(f"{text} is out of range: takes an integer {bounds}")
+        return value
+
+    parse.__name__ = "integer"  # what argparse calls it in "invalid integer value"
+    return parse
+
+
+def seconds(zero_allowed: bool) -> Callable[[str], float]:
+    """An argparse type: a finite number of seconds, above 0 or (when
+    ``zero_allowed``) at least 0."""
+
+    def parse(text: str) -> float:
+        value = float(text)
+        if not (math.isfinite(value) and (value > 0 or (zero_allowed and value == 0))):
+            raise argparse.ArgumentTypeError(
+                f"{text} is not a number of seconds {'of at least 0' if zero_allowed else 'above 0'}"
+            )
+        return value
+
+    parse.__name__ = "seconds"
+    return parse
+
+
+PORT = integer(0, 65535)
 
 
 def load_options(args: argparse.Namespace) -> LoadOptions:
@@ -83,7 +120,13 @@ def inspect(args: argparse.Namespace) -> None:
 def read_inputs(args: argparse.Namespace) -> Dict[str, np.ndarray]:
     inputs: Dict[str, np.ndarray] = {}
     if args.input_npz:
-        with np.load(args.input_npz, allow_pickle=False) as archive:
+        archive = np.load(args.input_npz, allow_pickle=False)
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            raise ValueError(
+                f"--input-npz {args.input_npz} holds one array (a .npy file), not named arrays: "
+                f"give it as --input NAME={args.input_npz}"
+            )
+        with archive:
             inputs.update({name: archive[name] for name in archive.files})
     for item in args.input or []:
         name, sep, path = item.partition("=")
@@ -109,8 +152,10 @@ def infer(args: argparse.Namespace) -> None:
     if args.output:
         # Plain arrays (strings as unicode), readable without pickle.
         plain = {name: np.array(a.tolist(), dtype=str) if a.dtype.kind in "OT" else a for name, a in outputs.items()}
-        # numpy's stub types **kwds as its own keyword `allow_pickle: bool`.
-        np.savez(args.output, **plain)  # type: ignore[arg-type]
+        # To the path given: np.savez would add ".npz" to a name without it.
+        with open(args.output, "wb") as file:
+            # numpy's stub types **kwds as its own keyword `allow_pickle: bool`.
+            np.savez(file, **plain)  # type: ignore[arg-type]
         print(f"wrote {len(outputs)} outputs to {args.output}")
         return
     for name, array in outputs.items():
@@ -165,8 +210,6 @@ class Progress:
 
 
 def bench(args: argparse.Namespace) -> None:
-    if args.threads < 1 or args.duration <= 0 or args.batch < 1:
-        raise ValueError("--threads and --batch must be at least 1, --duration above 0")
     with load_neuropod(args.path, **load_options(args)) as model:
         name = model.name
         inputs = random_inputs(model.inputs, args.batch)
@@ -177,11 +220,19 @@ def bench(args: argparse.Namespace) -> None:
         latencies: List[List[float]] = [[] for _ in range(args.threads)]
         failures: List[BaseException] = []
         stop = threading.Event()
+        go = threading.Event()
+        deadline = 0.0
 
+        # Each thread stops itself at the deadline: with hundreds of threads
+        # the main thread may wait long for the GIL, and must not be what
+        # ends the measurement.
         def calls(mine: List[float]) -> None:
+            go.wait()
             try:
                 while not stop.is_set():
                     start = time.perf_counter()
+                    if start >= deadline:
+                        return
                     model.infer(inputs)
                     mine.append(time.perf_counter() - start)
             except BaseException as e:  # reported by the main thread
@@ -189,17 +240,18 @@ def bench(args: argparse.Namespace) -> None:
                 stop.set()
 
         threads = [threading.Thread(target=calls, args=(mine,), daemon=True) for mine in latencies]
-        progress = Progress(args.duration, enabled=not args.no_progress)
-        started = time.perf_counter()
         for t in threads:
             t.start()
+        progress = Progress(args.duration, enabled=not args.no_progress)
+        started = time.perf_counter()
+        deadline = started + args.duration
+        go.set()
         while not stop.is_set():
             elapsed = time.perf_counter() - started
             if elapsed >= args.duration:
                 break
             progress.show(elapsed, sum(len(m) for m in latencies))
             stop.wait(min(0.25, args.duration - elapsed))
-        stop.set()
         for t in threads:
             t.join()
         wall = time.perf_counter() - started
@@ -307,6 +359,7 @@ def add_load_options(parser: argparse.ArgumentParser) -> None:
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="neuropods", description="Inspect, run, benchmark and serve neuropod packages.")
     top.add_argument("--verbose", action="store_true", help="print the traceback of an error")
+    top.add_argument("--version", action="version", version=f"neuropods {neuropods.__version__}")
     commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     sub = commands.add_parser("inspect", help="what a package is: specs, files, manifest check")
@@ -324,9 +377,9 @@ def parser() -> argparse.ArgumentParser:
 
     sub = commands.add_parser("bench", help="latency and throughput on random inputs made from the spec")
     sub.add_argument("path", help="package folder or zip")
-    sub.add_argument("--threads", type=int, default=1, help="calling threads (default 1)")
-    sub.add_argument("--duration", type=float, default=5.0, help="seconds to measure (default 5)")
-    sub.add_argument("--batch", type=int, default=1, help="size of the first symbol in the spec (default 1)")
+    sub.add_argument("--threads", type=integer(1), default=1, help="calling threads (default 1)")
+    sub.add_argument("--duration", type=seconds(zero_allowed=False), default=5.0, help="seconds to measure (default 5)")
+    sub.add_argument("--batch", type=integer(1), default=1, help="size of the first symbol in the spec (default 1)")
     sub.add_argument("--json", action="store_true", help="print JSON")
     sub.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     add_load_options(sub)
@@ -341,26 +394,26 @@ def parser() -> argparse.ArgumentParser:
     )
     sub.add_argument("paths", nargs="+", metavar="PATH", help="package folders or zips")
     sub.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    sub.add_argument("--http-port", type=int, default=8000, help="HTTP port, 0 for any free one (default 8000)")
-    sub.add_argument("--grpc-port", type=int, default=8001, help="gRPC port, 0 for any free one (default 8001)")
+    sub.add_argument("--http-port", type=PORT, default=8000, help="HTTP port, 0 for any free one (default 8000)")
+    sub.add_argument("--grpc-port", type=PORT, default=8001, help="gRPC port, 0 for any free one (default 8001)")
     sub.add_argument("--no-http", action="store_true", help="serve gRPC only")
     sub.add_argument("--no-grpc", action="store_true", help="serve HTTP only")
-    sub.add_argument("--instances", type=int, default=1, help="copies of each model (default 1)")
+    sub.add_argument("--instances", type=integer(1), default=1, help="copies of each model (default 1)")
     sub.add_argument(
         "--max-batch-size",
-        type=int,
+        type=integer(0),
         default=0,
         help="batch concurrent requests up to this many rows (default 0: no batching); "
         "applies to models whose inputs and outputs all start with one batch symbol",
     )
     sub.add_argument(
-        "--max-queue-delay-us", type=int, default=500, help="longest a request waits for a batch (default 500)"
+        "--max-queue-delay-us", type=integer(0), default=500, help="longest a request waits for a batch (default 500)"
     )
     sub.add_argument(
-        "--max-body-bytes", type=int, default=64 << 20, help="largest request taken (default 64 MiB)"
+        "--max-body-bytes", type=integer(1), default=64 << 20, help="largest request taken (default 64 MiB)"
     )
     sub.add_argument(
-        "--drain-timeout", type=float, default=30.0, help="seconds a shutdown waits for requests (default 30)"
+        "--drain-timeout", type=seconds(zero_allowed=True), default=30.0, help="seconds a shutdown waits for requests (default 30)"
     )
     add_load_options(sub)
     sub.set_defaults(run=serve)
@@ -377,8 +430,8 @@ def parser() -> argparse.ArgumentParser:
     sub.add_argument("--input", required=True, help="a Parquet file, or a folder of them")
     sub.add_argument("--output", required=True, help="folder to write Parquet files to")
     sub.add_argument("--ray-address", help="a Ray cluster to join ('auto': the one this machine is in)")
-    sub.add_argument("--concurrency", type=int, default=1, help="model actors (default 1)")
-    sub.add_argument("--batch-size", type=int, default=4096, help="rows per call (default 4096)")
+    sub.add_argument("--concurrency", type=integer(1), default=1, help="model actors (default 1)")
+    sub.add_argument("--batch-size", type=integer(1), default=4096, help="rows per call (default 4096)")
     sub.add_argument("--num-cpus-per-actor", type=float, default=1, help="CPUs each actor holds (default 1)")
     sub.add_argument("--num-gpus-per-actor", type=float, default=0, help="GPUs each actor holds (default 0)")
     sub.add_argument("--column-map", action="append", metavar="COLUMN=INPUT", help="feed an input from a column of another name")
