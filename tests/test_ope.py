@@ -36,6 +36,16 @@ from helpers import (
 
 
 
+def until(condition, within=5.0):
+    """Whether `condition()` holds within `within` seconds."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False
+
+
 def process_gone(pid, within=5.0):
     """Whether process `pid` ends (or is a zombie, holding nothing) within
     `within` seconds."""
@@ -219,6 +229,20 @@ def test_a_dying_or_hung_worker_fails_one_call_and_the_next_starts_another(fault
         assert process_gone(first)
         assert model.worker_pid is None
         np.testing.assert_array_equal(model.infer({"x": np.array([5.0], np.float32)})["out"], [10.0])
+        assert model.worker_pid not in (None, first)
+
+
+def test_a_worker_that_died_between_calls_is_replaced_before_the_next(faulty):
+    # As the OOM killer does: the worker dies while no call is in flight.
+    # Nothing of the next call reached it, so that call runs, on a new one.
+    with load_neuropod(faulty, use_ope=True) as model:
+        first = model.worker_pid
+        np.testing.assert_array_equal(model.infer({"x": np.array([5.0], np.float32)})["out"], [10.0])
+        os.kill(first, signal.SIGKILL)
+        # Until it has fully ended (its last thread too): a worker dying
+        # while a call is sent fails that call, which may have reached it.
+        assert until(lambda: os.waitid(os.P_PID, first, os.WEXITED | os.WNOWAIT | os.WNOHANG) is not None)
+        np.testing.assert_array_equal(model.infer({"x": np.array([6.0], np.float32)})["out"], [12.0])
         assert model.worker_pid not in (None, first)
 
 

@@ -4,9 +4,10 @@
 //! flight per model, under a lock held without the GIL). While waiting, the
 //! caller watches three things: a reply, the channel's end-of-file (the
 //! worker died: at once) and the worker's heartbeat (stood still for
-//! [`HUNG_AFTER`]: hung, killed). A lost worker fails the call with
-//! [`Error::Worker`]; the next call starts a new worker and loads the model
-//! again.
+//! [`HUNG_AFTER`]: hung, killed). A worker lost during a call fails it
+//! with [`Error::Worker`]; the next call starts a new worker and loads the
+//! model again. A worker lost between calls is replaced before the next
+//! call is sent, which then runs as if nothing happened.
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
@@ -89,9 +90,8 @@ impl WorkerModel {
     /// Runs the model in the worker (the caller checks the spec).
     pub fn infer(&self, inputs: &TensorMap) -> Result<TensorMap> {
         let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
-        if live.as_ref().is_some_and(|l| !l.process.is_ours()) {
-            // A fork of the caller: the worker is the parent's. Let go of
-            // this copy of its channel and memory, and start our own.
+        if live.as_mut().is_some_and(Live::gone) {
+            // Nothing of this call has reached it: replaced, not reported.
             *live = None;
         }
         if live.is_none() {
@@ -243,6 +243,22 @@ impl Live {
             Ok(Err(e)) => Err(e),
             Err(e) => Err(live.confused(setup, &e, "load")),
         }
+    }
+
+    /// Whether this worker cannot take a call, looked at before sending
+    /// one: it ended between calls (the OOM killer), its heartbeat stood
+    /// still (stopped; it is killed), or it is not ours (in a fork of the
+    /// caller the worker is the parent's: this copy of its channel and
+    /// memory is let go, and the fork starts its own).
+    fn gone(&mut self) -> bool {
+        if self.process.try_ended().is_some() {
+            return true;
+        }
+        if self.process.stalled_for() >= HUNG_AFTER {
+            self.process.kill();
+            return true;
+        }
+        false
     }
 
     fn infer(
