@@ -1,6 +1,7 @@
 """TensorFlow models made by TF in fixtures, packaged with
 create_tensorflow_neuropod and run through the same API as TorchScript."""
 
+import json
 import os
 import shutil
 
@@ -30,6 +31,7 @@ def addition_graph_def():
             x = tf.compat.v1.placeholder(tf.float32, [None], name="in_x")
             y = tf.compat.v1.placeholder(tf.float32, [None], name="in_y")
             tf.add(x, y, name="out")
+        tf.no_op(name="init")
     return g.as_graph_def()
 
 
@@ -120,6 +122,21 @@ def test_saved_model_dir_and_unknown_signature_key(tmp_path):
     )
     with pytest.raises(neuropods_native.PackageError, match="output 'nope' is not in signature 'serving_default'"):
         load_neuropod(tmp_path / "bad")
+
+
+@pytest.mark.parametrize("init_op_names, written", [("init", ["init"]), (None, []), (("init",), ["init"])])
+def test_the_packager_takes_init_op_names_as_the_original_did(tmp_path, init_op_names, written):
+    # One name as a string (the original's packager wrapped it), or None.
+    path = tmp_path / "add"
+    create_tensorflow_neuropod(
+        neuropod_path=path, model_name="add", input_spec=ADD_SPEC_IN, output_spec=ADD_SPEC_OUT,
+        node_name_mapping=ADD_MAPPING, graph_def=addition_graph_def(), init_op_names=init_op_names,
+        package_as_zip=False,
+    )
+    with open(path / "0" / "config.json") as f:
+        assert json.load(f)["init_op_names"] == written
+    with load_neuropod(path) as model:
+        np.testing.assert_array_equal(model.infer({"x": np.ones(2, np.float32), "y": np.ones(2, np.float32)})["out"], [2, 2])
 
 
 def test_packager_refuses_ambiguous_sources(tmp_path, frozen_graph_file):
@@ -492,8 +509,10 @@ TF_CONFIG_CASES = {
                                   "signature_keys: expected an object, got a string"),
     "init_op_name_not_string": ("graph", lambda c: {**c, "init_op_names": [1]},
                                 "init_op_names[0]: expected a string, got a number"),
-    "init_op_names_not_list": ("graph", lambda c: {**c, "init_op_names": "init"},
-                               "init_op_names: expected a list, got a string"),
+    "init_op_names_not_list": ("graph", lambda c: {**c, "init_op_names": 7},
+                               "init_op_names: expected a list or a string, got a number"),
+    "init_op_names_nonempty_object": ("graph", lambda c: {**c, "init_op_names": {"a": "init"}},
+                                      "init_op_names: expected a list or a string, got an object"),
     "node_name_mapping_not_object": ("graph", lambda c: {**c, "node_name_mapping": ["x", "y", "out"]},
                                      "node_name_mapping: expected an object, got a list"),
     "node_name_not_string": ("graph", lambda c: {**c, "node_name_mapping": {**c["node_name_mapping"], "x": 0}},

@@ -102,8 +102,8 @@ impl ModelConfig {
         if file.name.is_empty() {
             return Err(Error::config(CONFIG_FILE, "name", "must not be empty"));
         }
-        let input_spec = specs("input_spec", file.input_spec)?;
-        let output_spec = specs("output_spec", file.output_spec)?;
+        let input_spec = specs("input_spec", file.input_spec.0)?;
+        let output_spec = specs("output_spec", file.output_spec.0)?;
         let input_tensor_device = file.input_tensor_device.unwrap_or_default();
         if let Some(name) = input_tensor_device
             .keys()
@@ -127,7 +127,7 @@ impl ModelConfig {
             input_spec,
             output_spec,
             input_tensor_device,
-            custom_ops: file.custom_ops.unwrap_or_default(),
+            custom_ops: file.custom_ops.0,
         })
     }
 
@@ -141,7 +141,8 @@ impl ModelConfig {
 }
 
 /// config.json as written. The optional fields are absent (or null) in
-/// configs of old Neuropod versions.
+/// configs of old Neuropod versions; list fields take the original's empty
+/// forms ([`json::List`]).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, expecting = "a JSON object")]
 struct ConfigFile {
@@ -149,10 +150,11 @@ struct ConfigFile {
     #[serde(deserialize_with = "platform")]
     platform: Platform,
     platform_version_semver: Option<String>,
-    input_spec: Vec<SpecEntry>,
-    output_spec: Vec<SpecEntry>,
+    input_spec: json::List<SpecEntry>,
+    output_spec: json::List<SpecEntry>,
     input_tensor_device: Option<BTreeMap<String, DeviceKind>>,
-    custom_ops: Option<Vec<String>>,
+    #[serde(default)]
+    custom_ops: json::List<String>,
 }
 
 /// One entry of `input_spec` or `output_spec`.

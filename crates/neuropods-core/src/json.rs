@@ -7,13 +7,21 @@
 //! what went wrong as data (a missing or unknown field, a wrong type), so a
 //! message reads `input_spec[0].shape: expected a list, got a string`, in
 //! JSON's words rather than serde's.
+//!
+//! Strict is not stricter than the original Neuropod: its reader (jsoncpp)
+//! iterated `null` and `{}` as empty lists, and its TensorFlow packager
+//! wrapped a single init op name in a list, so list fields read through
+//! [`List`] and [`Strings`] take those forms too (`docs/backends.md`, "What
+//! a package's JSON files may hold", lists them field by field).
 
 use std::fmt;
+use std::marker::PhantomData;
 
 use serde::de::{
     self, value::MapDeserializer, value::SeqDeserializer, DeserializeOwned, Expected,
-    IntoDeserializer, Unexpected, Visitor,
+    IntoDeserializer, MapAccess, SeqAccess, Unexpected, Visitor,
 };
+use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
 use crate::error::{Error, Result};
@@ -40,6 +48,86 @@ pub fn parse<T: DeserializeOwned>(file: &str, text: &str) -> Result<T> {
         };
         Error::config(file, field, reason)
     })
+}
+
+/// A list field as the original Neuropod read it: a JSON list, or `null`
+/// or `{}`, which its reader iterated as an empty list (its own test
+/// packages hold `"init_op_names": {}`). A non-empty object, a string or a
+/// number is refused. A field of this type that may be absent is marked
+/// `#[serde(default)]`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct List<T>(pub Vec<T>);
+
+/// A list of strings that may also be written as one string, a list of one:
+/// the original's TensorFlow packager took `init_op_names="init"` and
+/// wrapped it. Otherwise as [`List`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Strings(pub Vec<String>);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for List<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ListVisitor::<T>::new(false)).map(List)
+    }
+}
+
+impl<'de> Deserialize<'de> for Strings {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ListVisitor::<String>::new(true))
+            .map(Strings)
+    }
+}
+
+struct ListVisitor<T> {
+    /// Whether one string is a list of it.
+    one_string: bool,
+    item: PhantomData<T>,
+}
+
+impl<T> ListVisitor<T> {
+    fn new(one_string: bool) -> Self {
+        ListVisitor {
+            one_string,
+            item: PhantomData,
+        }
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Visitor<'de> for ListVisitor<T> {
+    type Value = Vec<T>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.one_string {
+            f.write_str("a list or a string")
+        } else {
+            f.write_str("a list")
+        }
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(items)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Vec<T>, E> {
+        Ok(Vec::new())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Vec<T>, A::Error> {
+        match map.next_key::<de::IgnoredAny>()? {
+            None => Ok(Vec::new()),
+            Some(_) => Err(de::Error::invalid_type(Unexpected::Map, &self)),
+        }
+    }
+
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<Vec<T>, E> {
+        if !self.one_string {
+            return Err(E::invalid_type(Unexpected::Str(s), &self));
+        }
+        T::deserialize(s.into_deserializer()).map(|item| vec![item])
+    }
 }
 
 /// `input_spec[0].shape`, or `None` at the top of the document.
@@ -283,6 +371,81 @@ mod tests {
                 reason,
             }) => (file, field, reason),
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Lists {
+        #[serde(default)]
+        numbers: List<u32>,
+        #[serde(default)]
+        names: Strings,
+    }
+
+    fn lists(text: &str) -> Result<(Vec<u32>, Vec<String>)> {
+        parse::<Lists>("f.json", text).map(|l| (l.numbers.0, l.names.0))
+    }
+
+    #[test]
+    fn lists_take_the_originals_empty_forms_and_one_string() {
+        let empty = (vec![], vec![]);
+        for text in [
+            "{}",
+            r#"{"numbers": null, "names": null}"#,
+            r#"{"numbers": {}, "names": {}}"#,
+            r#"{"numbers": [], "names": []}"#,
+        ] {
+            assert_eq!(lists(text).unwrap(), empty, "{text}");
+        }
+        assert_eq!(
+            lists(r#"{"numbers": [1, 2], "names": "init"}"#).unwrap(),
+            (vec![1, 2], vec!["init".to_string()])
+        );
+        let refused = [
+            (
+                r#"{"numbers": {"a": 1}}"#,
+                "numbers",
+                "expected a list, got an object",
+            ),
+            (
+                r#"{"numbers": "1"}"#,
+                "numbers",
+                "expected a list, got a string",
+            ),
+            (
+                r#"{"numbers": [1, "x"]}"#,
+                "numbers[1]",
+                "expected a non-negative integer, got a string",
+            ),
+            (
+                r#"{"names": 3}"#,
+                "names",
+                "expected a list or a string, got a number",
+            ),
+            (
+                r#"{"names": [null]}"#,
+                "names[0]",
+                "expected a string, got null",
+            ),
+            (
+                r#"{"names": {"a": "b"}}"#,
+                "names",
+                "expected a list or a string, got an object",
+            ),
+        ];
+        for (text, field, reason) in refused {
+            match lists(text) {
+                Err(Error::InvalidConfig {
+                    field: got_field,
+                    reason: got_reason,
+                    ..
+                }) => {
+                    assert_eq!(got_field, field, "{text}");
+                    assert_eq!(got_reason, reason, "{text}");
+                }
+                other => panic!("{text}: {other:?}"),
+            }
         }
     }
 

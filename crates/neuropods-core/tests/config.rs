@@ -52,6 +52,42 @@ fn optional_fields_default_like_old_neuropod_configs() {
     assert_eq!(with_nulls, config);
 }
 
+#[test]
+fn list_fields_take_the_originals_empty_forms() {
+    // The original's reader (jsoncpp) iterated null and {} as empty lists.
+    for empty in ["null", "{}", "[]"] {
+        let mut v: serde_json::Value = serde_json::from_str(VALID).unwrap();
+        v["custom_ops"] = serde_json::from_str(empty).unwrap();
+        v["output_spec"] = serde_json::from_str(empty).unwrap();
+        let config = ModelConfig::from_json(&v.to_string()).unwrap();
+        assert!(
+            config.custom_ops.is_empty() && config.output_spec.is_empty(),
+            "{empty}"
+        );
+    }
+}
+
+#[test]
+fn every_config_the_originals_releases_wrote_parses() {
+    // tests/data/original-packages: config.json files in the shapes each
+    // release of the original's packagers wrote (see its README).
+    let root =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/original-packages");
+    let mut parsed = 0;
+    for entry in std::fs::read_dir(&root).unwrap() {
+        let path = entry.unwrap().path().join("config.json");
+        if !path.is_file() {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let config =
+            ModelConfig::from_json(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert!(!config.input_spec.is_empty(), "{}", path.display());
+        parsed += 1;
+    }
+    assert!(parsed >= 8, "{parsed} fixtures in {}", root.display());
+}
+
 /// Parses `text` and returns (field, reason) of the expected config error.
 fn config_error(text: &str) -> (String, String) {
     match ModelConfig::from_json(text) {
@@ -116,7 +152,7 @@ fn wrong_types_are_named_with_expected_and_found() {
         ),
         (
             "input_spec",
-            "{}",
+            r#"{"x": {"name": "x", "dtype": "int8", "shape": []}}"#,
             "input_spec",
             "expected a list, got an object",
         ),

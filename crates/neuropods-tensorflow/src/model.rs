@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use neuropods_core::backend::plugin::{points_into_inputs, Backend, BackendModel, LoadContext};
 use neuropods_core::device::model_device;
+use neuropods_core::json;
 use neuropods_core::package::BACKEND_CONFIG_FILE;
 use neuropods_core::{Buffer, DType, Error, Result, Tensor, TensorMap, TensorSpec};
 use serde::Deserialize;
@@ -33,7 +34,10 @@ pub const SAVED_MODEL_DIR: &str = "0/data/savedmodel";
 #[serde(deny_unknown_fields, expecting = "a JSON object")]
 struct TfBackendConfig {
     node_name_mapping: Option<HashMap<String, String>>,
-    init_op_names: Option<Vec<String>>,
+    /// `[]`, `{}` (the original's own test packages), null, or one name
+    /// as a string (its packager wrapped one in a list).
+    #[serde(default)]
+    init_op_names: json::Strings,
     signature_name: Option<String>,
     signature_keys: Option<HashMap<String, String>>,
 }
@@ -234,7 +238,7 @@ fn load_graph(
     let inputs = resolve(&ctx.config.input_spec)?;
     let outputs = resolve(&ctx.config.output_spec)?;
     let session = Session::new(&graph, &config.to_proto()).map_err(backend_error)?;
-    let init_ops = backend_config.init_op_names.as_deref().unwrap_or_default();
+    let init_ops = &backend_config.init_op_names.0;
     if !init_ops.is_empty() {
         let targets = init_ops
             .iter()

@@ -2,7 +2,7 @@
 
 import os
 import shutil
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 from neuropods._compat import Unpack
 from ._common import CommonOptions, PackagerOptions, SpecEntry, new_package, write_backend_config
@@ -18,7 +18,7 @@ def create_tensorflow_neuropod(
     graph_def: Any = None,
     saved_model_dir: Optional[str] = None,
     trackable_obj: Any = None,
-    init_op_names: Sequence[str] = (),
+    init_op_names: Union[str, Sequence[str], None] = (),
     signature_name: str = "serving_default",
     **options: Unpack[PackagerOptions],
 ) -> None:
@@ -79,10 +79,18 @@ def create_tensorflow_neuropod(
         if is_graph:
             write_backend_config(
                 folder,
-                {"node_name_mapping": mapping, "init_op_names": list(init_op_names)},
+                # One name as a string, or None, as the original's packager took them.
+                {"node_name_mapping": mapping, "init_op_names": _names(init_op_names)},
             )
         else:
             write_backend_config(folder, {"signature_name": signature_name})
+
+
+def _names(names: Union[str, Sequence[str], None]) -> List[str]:
+    """A list of names from a list, one name, or None."""
+    if names is None:
+        return []
+    return [names] if isinstance(names, str) else list(names)
 
 
 def _positional_index(key: str) -> Optional[int]:
