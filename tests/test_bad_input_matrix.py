@@ -121,6 +121,14 @@ def symlink_out(c: Context) -> str:
     return path
 
 
+def fifo_inside(c: Context) -> str:
+    """A package holding a named pipe, listed in its manifest: reading it
+    would wait forever for a writer."""
+    path = with_manifest(c, lambda m: {**m, "files": {**m["files"], "0/data/pipe": "0" * 64}})
+    os.mkfifo(os.path.join(path, "0", "data", "pipe"))
+    return path
+
+
 def tamper(c: Context) -> str:
     path = c.copy()
     with open(os.path.join(path, "0", "data", "model.pt"), "ab") as f:
@@ -289,6 +297,10 @@ CASES = {
     "missing_model_file": Case(lambda c: (os.remove(os.path.join(p := c.copy(), "0", "data", "model.pt")),
                                           load(p)), N.PackageError, ["model.pt"]),
     "symlink_out_of_package": Case(lambda c: load(symlink_out(c)), N.PackageError, ["leak.txt", "outside"]),
+    "fifo_in_package": Case(lambda c: load(fifo_inside(c), verify_manifest=True), N.PackageError,
+                            ["0/data/pipe", "FIFO", "only files and folders"]),
+    "fifo_as_package": Case(lambda c: (os.mkfifo(p := str(c.tmp / "pipe.zip")), load(p)), N.PackageError,
+                            ["pipe.zip", "FIFO", "neither a folder nor a zip file"]),
     "manifest_hash_mismatch": Case(lambda c: load(tamper(c), verify_manifest=True), N.PackageError,
                                    ["manifest", "model.pt"]),
     "manifest_version_not_integer": Case(lambda c: load(with_manifest(c, lambda m: {**m, "manifest_version": "1"}),

@@ -80,6 +80,21 @@ def test_inspect_reports_a_tampered_manifest(addition, tmp_path):
     assert info["manifest"]["status"] == "mismatch" and "sha256 mismatch" in info["manifest"]["detail"]
 
 
+def test_inspect_refuses_a_fifo_listed_in_the_manifest_without_opening_it(addition, tmp_path):
+    # Hashing a named pipe for the manifest check would wait forever.
+    path = shutil.copytree(addition, tmp_path / "package")
+    os.mkfifo(path / "0" / "data" / "pipe")
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["files"]["0/data/pipe"] = "0" * 64
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    result = neuropods("inspect", path, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"neuropods inspect: PackageError: invalid neuropod package {path}: "
+        "0/data/pipe is a FIFO (named pipe): a package holds only files and folders"
+    )
+
+
 @pytest.mark.parametrize("use_ope", [False, True], ids=["in_process", "ope"])
 def test_infer_runs_one_call_from_files(addition, tmp_path, use_ope):
     x, y = np.arange(5, dtype=np.float32), np.full(5, 0.5, np.float32)

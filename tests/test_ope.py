@@ -192,6 +192,28 @@ def test_more_tensors_than_one_message_carries_is_a_clear_error(tmp_path):
         assert model.worker_pid == pid
 
 
+def test_more_new_allocated_inputs_than_one_message_carries_are_refused_before_sending(tmp_path):
+    # Each new allocate()d array sends its descriptor once; one message
+    # carries at most 253 (SCM_MAX_FD).
+    names = [f"a{i}" for i in range(300)]
+    code = "def get_model(data_root):\n    return lambda **inputs: {'out': sum(inputs.values())}\n"
+    path = python_package(tmp_path, "many", code, [spec(n, "float32", (2,)) for n in names])
+    with load_neuropod(path, use_ope=True) as model:
+        pid = model.worker_pid
+        arrays = {n: model.allocate(n, [2]) for n in names}
+        for a in arrays.values():
+            a[:] = 1
+        with pytest.raises(errors.InvalidInputError, match="too many tensors for one call to a worker"):
+            model.infer(arrays)
+        # In two calls the descriptors travel apart; then all are the
+        # worker's, and one call takes all 300.
+        first = dict(list(arrays.items())[:150])
+        np.testing.assert_array_equal(model.infer(first)["out"], [150, 150])
+        np.testing.assert_array_equal(model.infer(dict(list(arrays.items())[150:]))["out"], [150, 150])
+        np.testing.assert_array_equal(model.infer(arrays)["out"], [300, 300])
+        assert model.worker_pid == pid
+
+
 def test_a_zip_package_is_extracted_by_the_caller_and_run_by_the_worker(make_package):
     path = make_package("ope_zip", M.AdditionModel(), ADD_INPUT_SPEC, ADD_OUTPUT_SPEC, package_as_zip=True)
     with load_neuropod(path, use_ope=True) as model:

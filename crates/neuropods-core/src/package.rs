@@ -71,8 +71,16 @@ impl Package {
             _ => Error::io(&source, e),
         })?;
         let (root, extracted) = if meta.is_dir() {
-            check_symlinks_stay_inside(&source)?;
+            check_entries(&source)?;
             (source.clone(), None)
+        } else if !meta.is_file() {
+            return Err(Error::InvalidPackage {
+                path: source,
+                reason: format!(
+                    "is a {}, neither a folder nor a zip file",
+                    special_kind(&meta)
+                ),
+            });
         } else {
             let dir = ExtractionDir::create()?;
             let tree = dir.tree();
@@ -278,34 +286,63 @@ fn list_files(root: &Path) -> io::Result<Vec<String>> {
     Ok(out)
 }
 
-fn check_symlinks_stay_inside(root: &Path) -> Result<()> {
+/// Checks what a package folder holds: folders, regular files, and
+/// symlinks to those inside the package. Anything else (a FIFO, a socket, a
+/// device) is refused before any file is opened: reading a FIFO would wait
+/// forever for a writer.
+fn check_entries(root: &Path) -> Result<()> {
     let canonical_root = fs::canonicalize(root).map_err(|e| Error::io(root, e))?;
+    let refuse = |reason: String| Error::InvalidPackage {
+        path: root.to_path_buf(),
+        reason,
+    };
     let mut stack = vec![canonical_root.clone()];
     while let Some(dir) = stack.pop() {
         for entry in fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))? {
             let entry = entry.map_err(|e| Error::io(&dir, e))?;
             let path = entry.path();
+            let inside = path
+                .strip_prefix(&canonical_root)
+                .unwrap_or(&path)
+                .display()
+                .to_string();
             let file_type = entry.file_type().map_err(|e| Error::io(&path, e))?;
             if file_type.is_symlink() {
                 let target = fs::canonicalize(&path).map_err(|e| Error::io(&path, e))?;
                 if !target.starts_with(&canonical_root) {
-                    return Err(Error::InvalidPackage {
-                        path: root.to_path_buf(),
-                        reason: format!(
-                            "symlink {} points outside the package (to {})",
-                            path.strip_prefix(&canonical_root)
-                                .unwrap_or(&path)
-                                .display(),
-                            target.display()
-                        ),
-                    });
+                    return Err(refuse(format!(
+                        "symlink {inside} points outside the package (to {})",
+                        target.display()
+                    )));
                 }
+                // The target is checked where the walk meets it.
             } else if file_type.is_dir() {
                 stack.push(path);
+            } else if !file_type.is_file() {
+                let meta = entry.metadata().map_err(|e| Error::io(&path, e))?;
+                return Err(refuse(format!(
+                    "{inside} is a {}: a package holds only files and folders",
+                    special_kind(&meta)
+                )));
             }
         }
     }
     Ok(())
+}
+
+/// What a file that is neither a regular file nor a folder is, in words.
+fn special_kind(meta: &fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let kind = meta.file_type();
+    if kind.is_fifo() {
+        "FIFO (named pipe)"
+    } else if kind.is_socket() {
+        "socket"
+    } else if kind.is_block_device() || kind.is_char_device() {
+        "device"
+    } else {
+        "special file"
+    }
 }
 
 fn extract_zip(zip_path: &Path, dest: &Path, limits: ZipLimits) -> Result<()> {
