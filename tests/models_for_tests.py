@@ -143,6 +143,15 @@ class RaisingModel(torch.nn.Module):
         return {"y": x * 2}
 
 
+class RefusesNegativeRows(torch.nn.Module):
+    """Doubles its rows; a negative value anywhere fails the whole call."""
+
+    def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+        if bool((x < 0).any()):
+            raise ValueError("a row holds a negative value")
+        return {"y": x * 2}
+
+
 class WrongOutputDTypeModel(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
         return {"y": x.to(torch.float64)}

@@ -402,9 +402,14 @@ def test_input_type_errors(addition_model, inputs, culprit):
     assert culprit in str(info.value)
 
 
-def test_missing_required_input_is_backend_error(addition_model):
-    with pytest.raises(neuropods_native.BackendError, match="missing value for argument 'y'"):
+def test_a_missing_required_input_is_invalid_input_naming_it(addition_model):
+    # Checked against forward's schema before the call: the caller's mistake
+    # (400 from a server), not libtorch's schema dump with C++ frames.
+    with pytest.raises(neuropods_native.InvalidInputError) as info:
         addition_model.infer({"x": F32})
+    assert str(info.value) == (
+        "invalid input: missing input 'y': the model's forward requires it (its arguments: x, y)"
+    )
 
 
 # ------------------------------------------------------------------ running

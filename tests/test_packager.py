@@ -285,3 +285,25 @@ def test_packages_are_zips_by_default_as_in_the_original(tmp_path, scripted_add)
     assert zipfile.is_zipfile(path)
     with load(path) as model:
         np.testing.assert_array_equal(model.infer({"x": x, "y": x})["out"], x * 2)
+
+
+@pytest.mark.parametrize(
+    "input_spec, expected",
+    [
+        ([spec("x", "float32", (None,)), spec("y", "float32", (None,)), spec("z", "float32", (None,))],
+         r"input_spec names \['z'\], which the module's forward does not take \(its arguments: \['x', 'y'\]\)"),
+        ([spec("x", "float32", (None,))], r"the module's forward requires \['y'\], which input_spec does not name"),
+    ],
+    ids=["stray_input", "unfed_argument"],
+)
+@pytest.mark.parametrize("source", ["module", "module_path"])
+def test_the_torchscript_packager_refuses_a_spec_forward_cannot_take(tmp_path, input_spec, expected, source):
+    scripted = script(M.AdditionModel())
+    given = {"module": scripted}
+    if source == "module_path":
+        jit_save(scripted, str(tmp_path / "model.pt"))
+        given = {"module_path": str(tmp_path / "model.pt")}
+    with pytest.raises(ValueError, match=expected):
+        create_torchscript_neuropod(neuropod_path=tmp_path / "p", model_name="m", input_spec=input_spec,
+                                    output_spec=ADD_OUTPUT_SPEC, **given)
+    assert not (tmp_path / "p").exists()

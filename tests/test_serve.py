@@ -456,6 +456,13 @@ def test_error_classes_over_each_protocol(error_server, protocol):
     with pytest.raises(InferenceServerException) as e:
         client_infer(client, protocol, "addition_model", {"x": x, "y": np.ones(3, np.float64)})
     assert expect["bad"] in str(e.value.status()) and "input 'y': expected dtype float32, got float64" in str(e.value)
+    # An input the model's forward requires, left out: the caller's mistake,
+    # named, without libtorch's schema dump and C++ frames (it was a 500).
+    with pytest.raises(InferenceServerException) as e:
+        client_infer(client, protocol, "addition_model", {"x": x})
+    assert expect["bad"] in str(e.value.status()), e.value
+    assert "missing input 'y': the model's forward requires it" in str(e.value)
+    assert "frame #" not in str(e.value) and ".so" not in str(e.value)
     with pytest.raises(InferenceServerException) as e:
         client_infer(client, protocol, "nope", {"x": x})
     assert expect["missing"] in str(e.value.status()) and "no model named 'nope'" in str(e.value)
@@ -608,6 +615,37 @@ def test_a_failing_batch_fails_only_its_requests(serve, raising, mlp_package):
             assert "input sum exceeds the limit of 100" in result
         else:
             assert result == (2, 4)
+
+
+def test_a_request_the_model_refuses_fails_alone_in_its_batch(serve, make_package):
+    # One request in ten holds a row the model refuses; batched with good
+    # ones, it used to fail them all (56% of good requests got 500).
+    path = make_package("no_negatives", M.RefusesNegativeRows(), [spec("x", "float32", ("batch", 4))],
+                        [spec("y", "float32", ("batch", 4))])
+    server = serve([path], "--max-batch-size", "16", "--max-queue-delay-us", "20000")
+    jobs = [np.full((1 + i % 2, 4), -1.0 if i % 10 == 3 else float(i), np.float32) for i in range(60)]
+    clients = {}
+
+    def call(index):
+        client = clients.setdefault(threading.get_ident(), server.client("http"))
+        try:
+            return client_infer(client, "http", "no_negatives", {"x": jobs[index]}).as_numpy("y")
+        except InferenceServerException as e:
+            return e
+
+    with ThreadPoolExecutor(12) as pool:
+        results = list(pool.map(call, range(len(jobs))))
+    for x, result in zip(jobs, results):
+        if (x < 0).any():
+            assert isinstance(result, InferenceServerException), result
+            assert "a row holds a negative value" in str(result)
+        else:
+            assert not isinstance(result, InferenceServerException), f"a good request failed: {result}"
+            np.testing.assert_array_equal(result, x * 2)
+    text = http_get(server.url("/metrics"))[1].decode()
+    runs = metric(text, "neuropods_batch_size_requests_count", model="no_negatives")
+    singles = metric(text, "neuropods_batch_size_requests_bucket", model="no_negatives", le="1")
+    assert singles < runs, "no run took more than one request: the test did not batch"
 
 
 def test_shutdown_finishes_requests_in_flight(serve, slow):

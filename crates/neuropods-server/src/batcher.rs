@@ -9,7 +9,9 @@
 //! the batch and heads the next one (for whichever runner is free next), so
 //! requests start in the order they arrived and none from one connection
 //! overtakes another. A request of more rows than the batch size limit is
-//! refused, as Triton does.
+//! refused, as Triton does. A failed batch is run again in halves until
+//! the requests the model refuses are alone: one bad request fails only
+//! its own caller.
 
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
@@ -254,28 +256,39 @@ impl Runner {
     fn run_batch(&self, mut batch: Vec<Pending>) {
         // Callers that went away (client disconnected) need no run.
         batch.retain(|p| !p.reply.is_closed());
-        if batch.is_empty() {
-            return;
+        if !batch.is_empty() {
+            self.run_group(batch);
         }
+    }
+
+    /// Runs requests as one batch and answers each with its rows. When the
+    /// run fails, one request's rows may be what the model refused: the
+    /// group is split in halves, each run again, down to single requests,
+    /// so that only the culprits' callers get the error (a batch of n with
+    /// one bad request costs about 2 log2(n) more runs).
+    fn run_group(&self, mut group: Vec<Pending>) {
         let started = Instant::now();
-        let waits: Vec<Duration> = batch.iter().map(|p| started - p.queued).collect();
-        let rows: usize = batch.iter().map(|p| p.rows).sum();
-        let result = if let [single] = batch.as_slice() {
+        let waits: Vec<Duration> = group
+            .iter()
+            .map(|p| started.saturating_duration_since(p.queued))
+            .collect();
+        let rows: usize = group.iter().map(|p| p.rows).sum();
+        let result = if let [single] = group.as_slice() {
             self.instances.infer_on(self.index, &single.inputs)
         } else {
-            stack(&batch).and_then(|inputs| self.instances.infer_on(self.index, &inputs))
+            stack(&group).and_then(|inputs| self.instances.infer_on(self.index, &inputs))
         };
         self.metrics
             .run(&self.model, Some((rows, &waits)), started.elapsed());
         match result {
-            Ok(outputs) if batch.len() == 1 => {
-                if let Some(pending) = batch.pop() {
+            Ok(outputs) if group.len() == 1 => {
+                if let Some(pending) = group.pop() {
                     let _ = pending.reply.send(Ok(outputs));
                 }
             }
             Ok(outputs) => {
                 let mut start = 0;
-                for pending in batch {
+                for pending in group {
                     let end = start + pending.rows;
                     let share = unstack(&outputs, start..end, rows)
                         .map_err(|e| RequestError::from_core(&self.model, e));
@@ -283,10 +296,17 @@ impl Runner {
                     start = end;
                 }
             }
-            Err(error) => {
-                let error = RequestError::from_core(&self.model, error);
-                for pending in batch {
-                    let _ = pending.reply.send(Err(error.clone()));
+            Err(error) if group.len() == 1 => {
+                if let Some(pending) = group.pop() {
+                    let _ = pending
+                        .reply
+                        .send(Err(RequestError::from_core(&self.model, error)));
+                }
+            }
+            Err(_) => {
+                let second = group.split_off(group.len() / 2);
+                for half in [group, second] {
+                    self.run_batch(half);
                 }
             }
         }

@@ -78,10 +78,43 @@ static std::string emit(const c10::IValue& value, const std::string& name, int64
          value.tagKind() + ", expected a tensor or a list of strings";
 }
 
+// Why a call by name cannot be made, or "": an input forward has no
+// argument of, or an argument without a default that no input fills (then
+// `*missing` is set: the caller's mistake). Checked before the call, since
+// libtorch's own message for these is a schema dump with C++ frames.
+static std::string check_arguments(const std::vector<c10::Argument>& arguments,
+                                   const torch::jit::Kwargs& kwargs, int* missing) {
+  std::string names;
+  // arguments[0] is self.
+  for (size_t a = 1; a < arguments.size(); ++a) {
+    names += (a > 1 ? ", " : "") + arguments[a].name();
+  }
+  for (const auto& given : kwargs) {
+    bool taken = false;
+    for (size_t a = 1; a < arguments.size(); ++a) {
+      taken = taken || arguments[a].name() == given.first;
+    }
+    if (!taken) {
+      return "input '" + given.first + "' is not an argument of the model's forward (its arguments: " +
+             names + ")";
+    }
+  }
+  for (size_t a = 1; a < arguments.size(); ++a) {
+    if (!arguments[a].default_value() && kwargs.find(arguments[a].name()) == kwargs.end()) {
+      *missing = 1;
+      return "missing input '" + arguments[a].name() + "': the model's forward requires it (its arguments: " +
+             names + ")";
+    }
+  }
+  return "";
+}
+
 // Runs forward; returns NULL on success or an error message to free with
-// npt_free_error.
+// npt_free_error, and sets `*missing_input` when the message is about an
+// input the caller left out. libtorch's errors come without their C++
+// backtrace (frames, library paths, load addresses): a message to show.
 char* npt_forward(void* module, const npt_input* inputs, size_t count, void* ctx,
-                  npt_emit_tensor on_tensor, npt_emit_strings on_strings) {
+                  npt_emit_tensor on_tensor, npt_emit_strings on_strings, int* missing_input) {
   try {
     c10::InferenceMode guard;
     auto* m = static_cast<torch::jit::Module*>(module);
@@ -101,6 +134,8 @@ char* npt_forward(void* module, const npt_input* inputs, size_t count, void* ctx
       for (size_t i = 0; i < count; ++i) {
         kwargs.emplace(std::string(inputs[i].name, inputs[i].name_len), to_ivalue(inputs[i]));
       }
+      std::string problem = check_arguments(arguments, kwargs, missing_input);
+      if (!problem.empty()) return npt_error(problem);
     }
     c10::IValue out = forward(std::move(stack), kwargs);
 
@@ -127,6 +162,8 @@ char* npt_forward(void* module, const npt_input* inputs, size_t count, void* ctx
       if (!problem.empty()) return npt_error(problem);
     }
     return nullptr;
+  } catch (const c10::Error& e) {
+    return npt_error(e.what_without_backtrace());
   } catch (const std::exception& e) {
     return npt_error(e.what());
   } catch (...) {
@@ -149,6 +186,8 @@ at::Tensor* npt_from_blob(void* data, const int64_t* dims, size_t rank, int8_t s
                             .options(at::TensorOptions().dtype(static_cast<at::ScalarType>(scalar_type)))
                             .make_tensor();
     return new at::Tensor(std::move(tensor));
+  } catch (const c10::Error& e) {
+    *error = npt_error(e.what_without_backtrace());
   } catch (const std::exception& e) {
     *error = npt_error(e.what());
   } catch (...) {

@@ -40,6 +40,7 @@ extern "C" {
         ctx: *mut c_void,
         on_tensor: EmitTensor,
         on_strings: EmitStrings,
+        missing_input: *mut i32,
     ) -> *mut c_char;
     fn npt_from_blob(
         data: *mut c_void,
@@ -219,8 +220,18 @@ fn module_ptr(module: &CModule) -> *mut c_void {
     unsafe { *(module as *const CModule as *const *mut c_void) }
 }
 
-/// Runs `forward` with `inputs`; returns the outputs or the libtorch error.
-pub fn call(module: &CModule, inputs: &[Input<'_>]) -> Result<Vec<Output>, String> {
+/// Why `forward` did not run.
+#[derive(Debug)]
+pub enum CallError {
+    /// An argument without a default that no input fills.
+    MissingInput(String),
+    /// libtorch's error (without its C++ backtrace), or an input forward
+    /// has no argument of.
+    Failed(String),
+}
+
+/// Runs `forward` with `inputs`; returns the outputs or why it did not run.
+pub fn call(module: &CModule, inputs: &[Input<'_>]) -> Result<Vec<Output>, CallError> {
     let raw: Vec<NptInput> = inputs
         .iter()
         .map(|i| NptInput {
@@ -236,6 +247,7 @@ pub fn call(module: &CModule, inputs: &[Input<'_>]) -> Result<Vec<Output>, Strin
         })
         .collect();
     let mut outputs: Vec<Output> = Vec::new();
+    let mut missing_input = 0;
     // SAFETY: inputs outlive the call; callbacks match forward.cpp's types.
     let error = unsafe {
         npt_forward(
@@ -245,11 +257,17 @@ pub fn call(module: &CModule, inputs: &[Input<'_>]) -> Result<Vec<Output>, Strin
             &mut outputs as *mut Vec<Output> as *mut c_void,
             on_tensor,
             on_strings,
+            &mut missing_input,
         )
     };
     if error.is_null() {
         return Ok(outputs);
     }
     // SAFETY: a message from forward.cpp, freed once.
-    Err(unsafe { take_error(error) })
+    let message = unsafe { take_error(error) };
+    Err(if missing_input != 0 {
+        CallError::MissingInput(message)
+    } else {
+        CallError::Failed(message)
+    })
 }

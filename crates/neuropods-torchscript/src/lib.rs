@@ -307,7 +307,11 @@ impl BackendModel for TorchScriptModel {
             .iter()
             .map(|(name, tensor)| self.input_to_torch(name, tensor))
             .collect::<Result<Vec<_>>>()?;
-        let raw = forward::call(&self.module, &torch_inputs).map_err(backend_error)?;
+        let raw = forward::call(&self.module, &torch_inputs).map_err(|e| match e {
+            // The caller's mistake: 400 / INVALID_ARGUMENT from a server.
+            forward::CallError::MissingInput(message) => Error::InvalidInput(message),
+            forward::CallError::Failed(message) => backend_error(message),
+        })?;
         let mut outputs = TensorMap::new();
         let positional = raw.iter().filter(|o| o.name.is_empty()).count();
         if positional > 0 && positional != self.output_names.len() {
