@@ -207,6 +207,15 @@ def test_strings_bool_float16_and_outputs_of_different_dtypes(tmp_path):
     np.testing.assert_array_equal(out["negated"], [False, True])
 
 
+def test_a_missing_input_is_invalid_input_naming_it(tmp_path):
+    # ONNX Runtime needs every graph input; named before the run.
+    path = tmp_path / "add"
+    create_onnx_neuropod(neuropod_path=path, model_name="add", onnx_model=add_model(), package_as_zip=False)
+    with load(path) as model:
+        with pytest.raises(N.InvalidInputError, match="missing input 'y': the ONNX graph requires every input"):
+            model.infer({"x": np.ones(2, np.float32)})
+
+
 def test_spec_violations_name_the_tensor(tmp_path):
     path = tmp_path / "add"
     create_onnx_neuropod(neuropod_path=path, model_name="add", onnx_model=add_model(), package_as_zip=False)

@@ -342,3 +342,33 @@ PY_CONFIG_CASES = {
 def test_wrong_fields_in_the_backend_config_are_config_errors(tmp_path, case):
     change, expected = PY_CONFIG_CASES[case]
     assert_backend_config_error(package_scaler(tmp_path), change, expected, "python")
+
+
+@pytest.mark.parametrize(
+    "signature, inputs, expected",
+    [
+        ("def add(x, y)", {"x": 1}, "missing input 'y': the python model requires it"),
+        ("def add(x, *, y)", {"y": 1}, "missing input 'x': the python model requires it"),
+        # A default, or **kwargs taking anything: nothing is required.
+        ("def add(x, y=2.0)", {"x": 1}, None),
+        ("def add(**inputs)", {"x": 1}, None),
+    ],
+)
+def test_a_missing_required_argument_is_invalid_input_naming_it(tmp_path, signature, inputs, expected):
+    from helpers import python_package, spec
+
+    code = f"""
+        def get_model(data_root):
+            {signature}:
+                return {{"out": __import__("numpy").ones(2, "float32")}}
+            return add
+    """
+    in_spec = [spec("x", "float32", (None,)), spec("y", "float32", (None,))]
+    path = python_package(tmp_path, "add", code, in_spec, [spec("out", "float32", (None,))])
+    arrays = {name: np.full(2, value, np.float32) for name, value in inputs.items()}
+    with load_neuropod(path) as model:
+        if expected is None:
+            assert model.infer(arrays)["out"].shape == (2,)
+        else:
+            with pytest.raises(neuropods_native.InvalidInputError, match=expected):
+                model.infer(arrays)

@@ -124,6 +124,19 @@ def test_saved_model_dir_and_unknown_signature_key(tmp_path):
         load_neuropod(tmp_path / "bad")
 
 
+def test_a_missing_input_is_invalid_input_naming_it(tmp_path):
+    # A placeholder TF needs a value for, named before the run.
+    path = tmp_path / "add"
+    create_tensorflow_neuropod(
+        neuropod_path=path, model_name="add", input_spec=ADD_SPEC_IN, output_spec=ADD_SPEC_OUT,
+        node_name_mapping=ADD_MAPPING, graph_def=addition_graph_def(), package_as_zip=False,
+    )
+    with load_neuropod(path) as model:
+        with pytest.raises(neuropods_native.InvalidInputError,
+                           match=r"missing input 'y': the model's graph needs a value for it \(a placeholder\)"):
+            model.infer({"x": np.ones(2, np.float32)})
+
+
 @pytest.mark.parametrize("init_op_names, written", [("init", ["init"]), (None, []), (("init",), ["init"])])
 def test_the_packager_takes_init_op_names_as_the_original_did(tmp_path, init_op_names, written):
     # One name as a string (the original's packager wrapped it), or None.

@@ -123,6 +123,16 @@ impl Runner {
             names.push(c_name.as_ptr());
             fed.push(self.feed(name, tensor)?);
         }
+        // ONNX Runtime needs every graph input (each has a spec, checked at
+        // load): one left out is the caller's mistake, named here rather
+        // than by ONNX Runtime's failed run.
+        if fed.len() < self.inputs.len() {
+            if let Some((missing, _)) = self.inputs.iter().find(|(n, _)| !inputs.contains_key(n)) {
+                return Err(Error::InvalidInput(format!(
+                    "missing input '{missing}': the ONNX graph requires every input"
+                )));
+            }
+        }
         let values: Vec<*const sys::OrtValue> =
             fed.iter().map(|f| f.value.ptr().cast_const()).collect();
         let output_names: Vec<*const c_char> =

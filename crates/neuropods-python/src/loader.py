@@ -9,6 +9,7 @@ installed).
 import importlib
 import importlib.machinery
 import importlib.metadata
+import inspect
 import itertools
 import os
 import re
@@ -123,9 +124,22 @@ def unmet_requirements(text):
     return unmet
 
 
+def required_arguments(model):
+    """The keyword arguments ``model`` cannot be called without (no
+    default), for the caller to name one left out before the call; none when
+    its signature cannot be read."""
+    try:
+        parameters = inspect.signature(model).parameters.values()
+    except (TypeError, ValueError):
+        return []
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return [p.name for p in parameters if p.kind in kinds and p.default is inspect.Parameter.empty]
+
+
 def load(model_name, code_dir, data_dir, entrypoint_package, entrypoint):
     """Imports ``entrypoint_package`` from ``code_dir`` under a fresh private
-    top-level name and returns (prefix, entrypoint(data_dir))."""
+    top-level name and returns (prefix, entrypoint(data_dir), its required
+    arguments)."""
     safe_name = re.sub(r"\W", "_", model_name)
     prefix = f"_neuropod_{next(_ids)}_{safe_name}"
     root = types.ModuleType(prefix)
@@ -145,7 +159,7 @@ def load(model_name, code_dir, data_dir, entrypoint_package, entrypoint):
                 f"{entrypoint_package}.{entrypoint}(data_root) returned {type(model).__name__}, "
                 "which is not callable"
             )
-        return prefix, model
+        return prefix, model, required_arguments(model)
     except BaseException:
         unload(prefix)
         raise

@@ -129,6 +129,9 @@ struct PythonModel {
     prefix: String,
     /// What the entrypoint returned; released while attached (see Drop).
     model: ManuallyDrop<Py<PyAny>>,
+    /// Its arguments without a default: an input left out is named before
+    /// the call, as the caller's mistake.
+    required: Vec<String>,
 }
 
 /// The backend's 0/config.json: the package's code is entered by calling
@@ -211,7 +214,7 @@ impl Backend for PythonBackend {
                     return Err(Error::RequirementsNotMet(unmet.join("; ")));
                 }
             }
-            let (prefix, model): (String, Py<PyAny>) = helper
+            let (prefix, model, required): (String, Py<PyAny>, Vec<String>) = helper
                 .call_method1(
                     "load",
                     (
@@ -227,6 +230,7 @@ impl Backend for PythonBackend {
             Ok(Box::new(PythonModel {
                 prefix,
                 model: ManuallyDrop::new(model),
+                required,
             }) as Box<dyn BackendModel>)
         })
     }
@@ -242,6 +246,11 @@ fn convert_error(py: Python<'_>, err: ConvertError, invalid: fn(String) -> Error
 
 impl BackendModel for PythonModel {
     fn infer(&self, inputs: &TensorMap) -> Result<TensorMap> {
+        if let Some(missing) = self.required.iter().find(|n| !inputs.contains_key(*n)) {
+            return Err(Error::InvalidInput(format!(
+                "missing input '{missing}': the python model requires it"
+            )));
+        }
         Python::try_attach(|py| {
             let helper = helper(py).map_err(|e| python_error(py, e))?;
             let kwargs = PyDict::new(py);

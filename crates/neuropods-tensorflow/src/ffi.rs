@@ -63,6 +63,17 @@ fn c_string(s: &str) -> Result<CString, String> {
 #[derive(Clone, Copy, Debug)]
 pub struct Endpoint(tf::TF_Output);
 
+impl Endpoint {
+    /// Whether it is a `Placeholder`'s output: a value that must be fed (a
+    /// `PlaceholderWithDefault` need not be).
+    pub fn is_placeholder(&self) -> bool {
+        // SAFETY: the operation lives as long as its graph, which outlives
+        // every endpoint of it; TF returns a NUL-terminated name it owns.
+        let op_type = unsafe { CStr::from_ptr(tf::TF_OperationOpType(self.0.oper)) };
+        op_type.to_bytes() == b"Placeholder"
+    }
+}
+
 /// A computation graph.
 pub struct Graph(NonNull<tf::TF_Graph>);
 

@@ -91,6 +91,8 @@ struct TfModel {
     session: Session,
     _graph: Graph,
     inputs: HashMap<String, Endpoint>,
+    /// Inputs fed to a `Placeholder`, which TF needs a value for.
+    required: Vec<String>,
     output_names: Vec<String>,
     outputs: Vec<Endpoint>,
 }
@@ -103,9 +105,15 @@ impl TfModel {
         outputs: Vec<(String, Endpoint)>,
     ) -> TfModel {
         let (output_names, outputs) = outputs.into_iter().unzip();
+        let required = inputs
+            .iter()
+            .filter(|(_, endpoint)| endpoint.is_placeholder())
+            .map(|(name, _)| name.clone())
+            .collect();
         TfModel {
             session,
             _graph: graph,
+            required,
             inputs: inputs.into_iter().collect(),
             output_names,
             outputs,
@@ -376,6 +384,13 @@ fn fetched(name: &str, tf: ffi::Tensor, inputs: &TensorMap) -> Result<Tensor> {
 
 impl BackendModel for TfModel {
     fn infer(&self, inputs: &TensorMap) -> Result<TensorMap> {
+        // The caller's mistake, named before the run (TF's message for it
+        // names the graph's node, not the input).
+        if let Some(missing) = self.required.iter().find(|n| !inputs.contains_key(*n)) {
+            return Err(Error::InvalidInput(format!(
+                "missing input '{missing}': the model's graph needs a value for it (a placeholder)"
+            )));
+        }
         let feeds = inputs
             .iter()
             .map(|(name, tensor)| {
