@@ -7,7 +7,9 @@ server; answers are checked against the same package run in-process."""
 import json
 import os
 import re
+import resource
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -34,10 +36,12 @@ class Server:
     """A `neuropods serve` process; its addresses come from the lines it
     prints once ready."""
 
-    def __init__(self, packages, *args, env=None):
+    def __init__(self, packages, *args, env=None, max_files=None):
         command = [CONSOLE_SCRIPT, "serve", *map(str, packages), "--http-port", "0", "--grpc-port", "0", *args]
+        # max_files: the server's file descriptor limit (soft and hard).
+        limit = None if max_files is None else (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (max_files, max_files)))
         self.process = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, preexec_fn=limit
         )
         self.stderr_lines = []
         self.clients = []
@@ -646,6 +650,88 @@ def test_a_request_the_model_refuses_fails_alone_in_its_batch(serve, make_packag
     runs = metric(text, "neuropods_batch_size_requests_count", model="no_negatives")
     singles = metric(text, "neuropods_batch_size_requests_bucket", model="no_negatives", le="1")
     assert singles < runs, "no run took more than one request: the test did not batch"
+
+
+def test_connections_trickling_a_request_head_do_not_starve_health_checks(serve, addition):
+    # 1,100 connections each sending a byte of a request head every 5 s,
+    # to a server under systemd's default limit of 1024 file descriptors.
+    # Before, they held every descriptor and every new request timed out.
+    # 100 of them on the gRPC port, trickling HTTP/2's preface: both ports
+    # share the descriptors, and the bound on idle connections.
+    server = serve([addition], max_files=1024)
+    tricklers = []
+    try:
+        for i in range(1100):
+            host, port = (server.grpc if i % 11 == 0 else server.http).rsplit(":", 1)
+            sock = socket.create_connection((host, int(port)))
+            sock.setblocking(False)
+            tricklers.append(sock)
+        ends = time.monotonic() + 11
+        round_ends = 0.0
+        health = []
+        while time.monotonic() < ends:
+            if time.monotonic() >= round_ends:
+                for i, sock in enumerate(tricklers):
+                    try:
+                        sock.send(b"P" if i % 11 == 0 else b"G")
+                    except OSError:
+                        pass  # closed by the server
+                round_ends = time.monotonic() + 5
+            started = time.monotonic()
+            status, _ = http_get(server.url("/v2/health/ready"), timeout=5)
+            health.append((status, time.monotonic() - started))
+            time.sleep(0.5)
+    finally:
+        for sock in tricklers:
+            sock.close()
+    assert all(status == 200 for status, _ in health), health
+    assert max(took for _, took in health) < 1.0, health
+    text = http_get(server.url("/metrics"))[1].decode()
+    closed = [metric(text, "neuropods_connections_closed_total", protocol=p, reason="idle_cap") for p in ("http", "grpc")]
+    assert None not in closed and sum(closed) >= 1100 - 512, text[-2000:]
+
+
+def test_a_request_head_or_body_that_does_not_arrive_in_time_is_cut_off(serve, addition):
+    server = serve([addition], "--header-timeout", "1", "--body-timeout", "1")
+    host, port = server.http.rsplit(":", 1)
+    # A head trickled a byte at a time: closed at the deadline, not kept
+    # open by each byte.
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        started = time.monotonic()
+        closed = False
+        for byte in b"GET /v2/health/ready HTTP/1.1\r\nHost: x\r\n":
+            try:
+                sock.send(bytes([byte]))
+                time.sleep(0.2)
+            except OSError:
+                closed = True
+                break
+        if not closed:
+            closed = sock.recv(1024) == b""
+        assert closed and time.monotonic() - started < 5
+    # A body trickled: 408 once its deadline (1 s plus one per 64 KiB
+    # received) passes.
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(b"POST /v2/models/addition_model/infer HTTP/1.1\r\nHost: x\r\n"
+                     b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{")
+        started = time.monotonic()
+        answer = b""
+        while b"\r\n\r\n" not in answer and time.monotonic() - started < 8:
+            try:
+                sock.send(b" ")
+            except OSError:
+                break
+            sock.settimeout(0.5)
+            try:
+                answer += sock.recv(4096)
+            except socket.timeout:
+                pass
+        assert answer.startswith(b"HTTP/1.1 408"), answer
+        assert b"the request body did not arrive in time" in answer
+        assert time.monotonic() - started < 4
+    text = http_get(server.url("/metrics"))[1].decode()
+    assert metric(text, "neuropods_connections_closed_total", protocol="http", reason="header_timeout") >= 1
+    assert metric(text, "neuropods_connections_closed_total", protocol="http", reason="body_timeout") >= 1
 
 
 def test_shutdown_finishes_requests_in_flight(serve, slow):

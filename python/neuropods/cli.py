@@ -290,6 +290,10 @@ def serve(args: argparse.Namespace) -> None:
             max_queue_delay_us=args.max_queue_delay_us,
             max_body_bytes=args.max_body_bytes,
             drain_timeout_s=args.drain_timeout,
+            header_timeout_s=args.header_timeout,
+            idle_timeout_s=args.idle_timeout,
+            body_timeout_s=args.body_timeout,
+            max_idle_connections=args.max_idle_connections,
             **load_options(args),
         )
     except KeyboardInterrupt:
@@ -414,6 +418,23 @@ def parser() -> argparse.ArgumentParser:
     )
     sub.add_argument(
         "--drain-timeout", type=seconds(zero_allowed=True), default=30.0, help="seconds a shutdown waits for requests (default 30)"
+    )
+    sub.add_argument(
+        "--header-timeout", type=seconds(zero_allowed=False), default=30.0,
+        help="seconds an HTTP/1 request head may take to arrive; also ends a keep-alive connection idle that long (default 30)",
+    )
+    sub.add_argument(
+        "--idle-timeout", type=seconds(zero_allowed=False), default=60.0,
+        help="seconds a connection may go without a request in progress (default 60)",
+    )
+    sub.add_argument(
+        "--body-timeout", type=seconds(zero_allowed=False), default=10.0,
+        help="seconds a request body gets, plus one per 64 KiB received (default 10)",
+    )
+    sub.add_argument(
+        "--max-idle-connections", type=integer(1),
+        help="connections kept open with no request in progress; above it the one idle longest is closed "
+        "(default: half the file descriptor limit)",
     )
     add_load_options(sub)
     sub.set_defaults(run=serve)

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use neuropods_server::{BatchSettings, ModelSettings, Repository, ServerConfig};
+use neuropods_server::{BatchSettings, ConnectionLimits, ModelSettings, Repository, ServerConfig};
 use pyo3::prelude::*;
 
 use crate::errors::{guard, CoreError, ErrorClass};
@@ -22,14 +22,16 @@ use crate::model::{use_ope_flag, verify_manifest_flag, LoadArgs};
 #[pyo3(
     text_signature = "(packages, *, host='127.0.0.1', http_port=8000, grpc_port=8001, \
     instances=1, max_batch_size=0, max_queue_delay_us=500, max_body_bytes=67108864, \
-    drain_timeout_s=30.0, visible_gpu=None, intra_op_threads=None, inter_op_threads=None, \
+    drain_timeout_s=30.0, header_timeout_s=30.0, idle_timeout_s=60.0, body_timeout_s=10.0, \
+    max_idle_connections=None, visible_gpu=None, intra_op_threads=None, inter_op_threads=None, \
     verify_manifest=False, use_ope=False, ope_python=None)"
 )]
 #[pyo3(signature = (
     packages, *, host = "127.0.0.1".to_string(), http_port = Some(8000), grpc_port = Some(8001),
     instances = 1, max_batch_size = 0, max_queue_delay_us = 500, max_body_bytes = 64 << 20,
-    drain_timeout_s = 30.0, visible_gpu = None, intra_op_threads = None, inter_op_threads = None,
-    verify_manifest = false, use_ope = false, ope_python = None
+    drain_timeout_s = 30.0, header_timeout_s = 30.0, idle_timeout_s = 60.0, body_timeout_s = 10.0,
+    max_idle_connections = None, visible_gpu = None, intra_op_threads = None,
+    inter_op_threads = None, verify_manifest = false, use_ope = false, ope_python = None
 ))]
 #[allow(clippy::too_many_arguments)]
 pub fn serve(
@@ -43,6 +45,10 @@ pub fn serve(
     max_queue_delay_us: u64,
     max_body_bytes: usize,
     drain_timeout_s: f64,
+    header_timeout_s: f64,
+    idle_timeout_s: f64,
+    body_timeout_s: f64,
+    max_idle_connections: Option<usize>,
     visible_gpu: Option<&Bound<'_, PyAny>>,
     intra_op_threads: Option<&Bound<'_, PyAny>>,
     inter_op_threads: Option<&Bound<'_, PyAny>>,
@@ -70,11 +76,19 @@ pub fn serve(
         if http_port.is_none() && grpc_port.is_none() {
             return Err(invalid("give an HTTP port, a gRPC port or both".into()));
         }
-        let drain_timeout = Duration::try_from_secs_f64(drain_timeout_s).map_err(|_| {
-            invalid(format!(
-                "drain_timeout_s must be >= 0, got {drain_timeout_s}"
-            ))
-        })?;
+        let seconds = |name: &str, value: f64| {
+            Duration::try_from_secs_f64(value)
+                .map_err(|_| invalid(format!("{name} must be >= 0, got {value}")))
+        };
+        let drain_timeout = seconds("drain_timeout_s", drain_timeout_s)?;
+        let defaults = ConnectionLimits::default();
+        let connections = ConnectionLimits {
+            header_timeout: seconds("header_timeout_s", header_timeout_s)?,
+            idle_timeout: seconds("idle_timeout_s", idle_timeout_s)?,
+            body_grace: seconds("body_timeout_s", body_timeout_s)?,
+            max_idle: max_idle_connections.unwrap_or(defaults.max_idle),
+            ..defaults
+        };
         let settings = ModelSettings {
             instances,
             batching: (max_batch_size > 0).then_some(BatchSettings {
@@ -88,6 +102,7 @@ pub fn serve(
             grpc_port,
             max_body_bytes,
             drain_timeout,
+            connections,
         };
         neuropods_server::init_logging();
         let repository = py

@@ -15,6 +15,8 @@ pub enum FailureKind {
     NotFound,
     /// The request body is over the server's limit.
     TooLarge,
+    /// The request body did not arrive in time.
+    Timeout,
     /// The model failed, or the server is shutting down.
     Internal,
 }
@@ -84,6 +86,7 @@ impl RequestError {
             FailureKind::BadRequest => StatusCode::BAD_REQUEST,
             FailureKind::NotFound => StatusCode::NOT_FOUND,
             FailureKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            FailureKind::Timeout => StatusCode::REQUEST_TIMEOUT,
             FailureKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -94,6 +97,7 @@ impl RequestError {
             FailureKind::BadRequest => tonic::Code::InvalidArgument,
             FailureKind::NotFound => tonic::Code::NotFound,
             FailureKind::TooLarge => tonic::Code::ResourceExhausted,
+            FailureKind::Timeout => tonic::Code::DeadlineExceeded,
             FailureKind::Internal => tonic::Code::Internal,
         };
         tonic::Status::new(code, self.message.clone())
@@ -102,7 +106,10 @@ impl RequestError {
     /// The label this failure is counted under in the metrics.
     pub fn metric_label(&self) -> &'static str {
         match self.kind {
-            FailureKind::BadRequest | FailureKind::NotFound | FailureKind::TooLarge => "client",
+            FailureKind::BadRequest
+            | FailureKind::NotFound
+            | FailureKind::TooLarge
+            | FailureKind::Timeout => "client",
             FailureKind::Internal => "server",
         }
     }

@@ -18,6 +18,7 @@
 #![deny(missing_docs)]
 
 mod batcher;
+mod connections;
 mod encoding;
 mod error;
 mod grpc;
@@ -41,6 +42,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 pub use batcher::batch_symbol;
+pub use connections::ConnectionLimits;
 pub use error::{FailureKind, RequestError};
 pub use metrics::Metrics;
 pub use repository::{BatchSettings, InferCall, ModelSettings, Repository, ServedModel};
@@ -73,6 +75,8 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// How long a shutdown waits for requests in flight.
     pub drain_timeout: Duration,
+    /// Deadlines for requests to arrive, and the bound on idle connections.
+    pub connections: ConnectionLimits,
 }
 
 impl Default for ServerConfig {
@@ -83,6 +87,7 @@ impl Default for ServerConfig {
             grpc_port: Some(8001),
             max_body_bytes: 64 << 20,
             drain_timeout: Duration::from_secs(30),
+            connections: ConnectionLimits::default(),
         }
     }
 }
@@ -167,38 +172,32 @@ impl Server {
             tracing::info!("shutting down: finishing the requests in flight");
             let _ = stop.send(true);
         };
-        let stopped_for = |mut stopped: watch::Receiver<bool>| async move {
-            let _ = stopped.wait_for(|&s| s).await;
-        };
+        let tracker = Arc::new(connections::Tracker::new(
+            self.state.config.connections,
+            self.state.repository.metrics_handle(),
+        ));
         let mut servers = tokio::task::JoinSet::new();
         if let Some(listener) = self.http {
             let app = rest::router(self.state.clone());
-            let until = stopped_for(stopped.clone());
-            // Small responses go out at once, not after the client's
-            // delayed ACK (Nagle).
-            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-                let _ = tcp.set_nodelay(true);
-            });
-            servers.spawn(async move {
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(until)
-                    .await
-            });
+            servers.spawn(connections::serve(
+                listener,
+                app,
+                "http",
+                false,
+                tracker.clone(),
+                stopped.clone(),
+            ));
         }
         if let Some(listener) = self.grpc {
             let service = grpc::service(self.state.clone());
-            let until = stopped_for(stopped.clone());
-            servers.spawn(async move {
-                tonic::transport::Server::builder()
-                    .add_service(service)
-                    .serve_with_incoming_shutdown(
-                        tonic::transport::server::TcpIncoming::from(listener)
-                            .with_nodelay(Some(true)),
-                        until,
-                    )
-                    .await
-                    .map_err(std::io::Error::other)
-            });
+            servers.spawn(connections::serve(
+                listener,
+                service,
+                "grpc",
+                true,
+                tracker,
+                stopped.clone(),
+            ));
         }
         tokio::spawn(signal);
         let mut drain_started = stopped.clone();

@@ -1,7 +1,8 @@
 //! Prometheus metrics, served at `GET /metrics` in Prometheus' text format:
 //! per model and protocol, requests, failures (client or server fault) and
 //! request latency; per model, time spent running the model and, for
-//! batched models, batch sizes and time spent queued for a batch.
+//! batched models, batch sizes and time spent queued for a batch; per
+//! protocol, the client connections the server closed, and why.
 
 use std::time::Duration;
 
@@ -44,6 +45,13 @@ struct FailureLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClosedLabels {
+    protocol: &'static str,
+    /// "idle_cap", "idle_timeout", "header_timeout" or "body_timeout".
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ModelLabels {
     model: String,
 }
@@ -70,6 +78,7 @@ pub struct Metrics {
     batch_requests: Histograms<ModelLabels>,
     queue_time: Histograms<ModelLabels>,
     run_time: Histograms<ModelLabels>,
+    connections_closed: Family<ClosedLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -117,7 +126,15 @@ impl Default for Metrics {
             "Time the model took to run one batch or one unbatched request",
             run_time.clone(),
         );
+        let connections_closed = Family::default();
+        registry.register(
+            "connections_closed",
+            "Client connections the server closed, by why (idle_cap, idle_timeout, \
+             header_timeout, body_timeout)",
+            connections_closed.clone(),
+        );
         Metrics {
+            connections_closed,
             registry,
             requests,
             failures,
@@ -177,6 +194,13 @@ impl Metrics {
         self.run_time
             .get_or_create(&labels)
             .observe(took.as_secs_f64());
+    }
+
+    /// Counts a client connection the server closed, and why.
+    pub fn connection_closed(&self, protocol: &'static str, reason: &'static str) {
+        self.connections_closed
+            .get_or_create(&ClosedLabels { protocol, reason })
+            .inc();
     }
 
     /// The metrics in Prometheus' text format.

@@ -389,4 +389,9 @@ impl Repository {
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
     }
+
+    /// The server's metrics, for what outlives a borrow (the accept loops).
+    pub(crate) fn metrics_handle(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
 }

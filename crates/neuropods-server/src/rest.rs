@@ -287,6 +287,70 @@ struct Decoded {
     id: Option<String>,
 }
 
+/// The whole body, up to `--max-body-bytes`, arriving at no less than the
+/// minimum rate: its deadline grows with each byte received
+/// ([`crate::ConnectionLimits::body_deadline`]), so a client trickling a
+/// byte now and then cannot hold the request open.
+async fn read_body(state: &ServerState, body: Body) -> Result<Bytes, RequestError> {
+    use http_body_util::BodyExt;
+    let limit = state.config.max_body_bytes;
+    let limits = state.config.connections;
+    let started = tokio::time::Instant::now();
+    let too_large = || RequestError {
+        kind: FailureKind::TooLarge,
+        message: format!(
+            "the request body is over the server's limit of {limit} bytes (--max-body-bytes)"
+        ),
+    };
+    let mut body = body;
+    if http_body::Body::size_hint(&body).lower() > limit as u64 {
+        return Err(too_large());
+    }
+    // Kept as they come, joined once at the end (no copy for a body of
+    // one frame).
+    let mut frames: Vec<Bytes> = Vec::new();
+    let mut received = 0;
+    loop {
+        let deadline = limits.body_deadline(started, received);
+        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+            Err(_) => {
+                state
+                    .repository
+                    .metrics()
+                    .connection_closed("http", "body_timeout");
+                return Err(RequestError {
+                    kind: FailureKind::Timeout,
+                    message: format!(
+                        "the request body did not arrive in time: {} bytes in {:.1} s, below \
+                         the minimum rate of {} bytes/s",
+                        received,
+                        started.elapsed().as_secs_f64(),
+                        limits.body_min_bytes_per_second
+                    ),
+                });
+            }
+            Ok(None) if frames.len() == 1 => return Ok(frames.swap_remove(0)),
+            Ok(None) => {
+                let mut joined = bytes::BytesMut::with_capacity(received);
+                for frame in frames {
+                    joined.extend_from_slice(&frame);
+                }
+                return Ok(joined.freeze());
+            }
+            Ok(Some(frame)) => frame.map_err(|e| {
+                RequestError::bad_request(format!("cannot read the request body: {e}"))
+            })?,
+        };
+        if let Ok(data) = frame.into_data() {
+            received += data.len();
+            if received > limit {
+                return Err(too_large());
+            }
+            frames.push(data);
+        }
+    }
+}
+
 async fn run_infer(
     state: &ServerState,
     model: &ServedModel,
@@ -301,22 +365,7 @@ async fn run_infer(
         }
     }
     let limit = state.config.max_body_bytes;
-    let body = axum::body::to_bytes(request.into_body(), limit)
-        .await
-        .map_err(|e| {
-            if std::error::Error::source(&e)
-                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
-            {
-                RequestError {
-                    kind: FailureKind::TooLarge,
-                    message: format!(
-                        "the request body is over the server's limit of {limit} bytes (--max-body-bytes)"
-                    ),
-                }
-            } else {
-                RequestError::bad_request(format!("cannot read the request body: {e}"))
-            }
-        })?;
+    let body = read_body(state, request.into_body()).await?;
     let decoded = if body.len() > DECODE_INLINE_MAX_BYTES {
         tokio::task::spawn_blocking(move || decode(body, header_length, limit))
             .await
