@@ -192,3 +192,105 @@ def test_an_initialiser_that_throws_is_an_error_not_an_abort(tmp_path, op_librar
     assert "initialiser threw a C++ exception" in out, out
     assert f"Only a single TORCH_LIBRARY can be used to register the namespace {NAMESPACE}" in out, out
     assert "frame #" not in out, out
+
+
+# A TensorFlow op library, compiled here against the tensorflow wheel's
+# headers (about 12 s): out = x + 1.
+TF_OP_SOURCE = r"""
+#include "tensorflow/core/framework/op.h"
+#include "tensorflow/core/framework/op_kernel.h"
+#include "tensorflow/core/framework/shape_inference.h"
+
+REGISTER_OP("NeuropodsTestAddOne")
+    .Input("x: float")
+    .Output("y: float")
+    .SetShapeFn([](::tensorflow::shape_inference::InferenceContext* c) {
+      c->set_output(0, c->input(0));
+      return absl::OkStatus();
+    });
+
+class NeuropodsTestAddOne : public tensorflow::OpKernel {
+ public:
+  explicit NeuropodsTestAddOne(tensorflow::OpKernelConstruction* context) : OpKernel(context) {}
+  void Compute(tensorflow::OpKernelContext* context) override {
+    const tensorflow::Tensor& input = context->input(0);
+    tensorflow::Tensor* output = nullptr;
+    OP_REQUIRES_OK(context, context->allocate_output(0, input.shape(), &output));
+    auto in = input.flat<float>();
+    auto out = output->flat<float>();
+    for (int64_t i = 0; i < in.size(); ++i) out(i) = in(i) + 1.0f;
+  }
+};
+
+REGISTER_KERNEL_BUILDER(Name("NeuropodsTestAddOne").Device(tensorflow::DEVICE_CPU), NeuropodsTestAddOne);
+"""
+
+# Makes the package in a process of its own (tf.load_op_library registers
+# the op there, not in the test process): a frozen graph using the op.
+TF_PACKAGE_SCRIPT = """
+import os, sys
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+import tensorflow as tf
+from neuropods.packagers import create_tensorflow_neuropod
+library, path = sys.argv[1:]
+ops = tf.load_op_library(library)
+graph = tf.Graph()
+with graph.as_default():
+    x = tf.compat.v1.placeholder(tf.float32, [None], name="x")
+    tf.identity(ops.neuropods_test_add_one(x), name="out")
+spec_in = [{"name": "x", "dtype": "float32", "shape": ("n",)}]
+spec_out = [{"name": "out", "dtype": "float32", "shape": ("n",)}]
+create_tensorflow_neuropod(
+    neuropod_path=path, model_name="add_one", input_spec=spec_in, output_spec=spec_out,
+    node_name_mapping={"x": "x:0", "out": "out:0"}, graph_def=graph.as_graph_def(),
+    custom_ops=[library], package_as_zip=False,
+)
+"""
+
+
+@pytest.fixture(scope="session")
+def tf_op_package(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tf_op")
+    (folder / "add_one.cc").write_text(TF_OP_SOURCE)
+    flags = subprocess.run(
+        [sys.executable, "-c", "import tensorflow as tf; print(' '.join(tf.sysconfig.get_compile_flags() "
+         "+ tf.sysconfig.get_link_flags()))"],
+        capture_output=True, text=True, timeout=300, check=True,
+    ).stdout.split()
+    library = folder / "libneuropods_test_add_one.so"
+    subprocess.run(["g++", "-shared", "-fPIC", "-O1", "-w", str(folder / "add_one.cc"), "-o", str(library), *flags],
+                   check=True, timeout=600)
+    package = folder / "add_one"
+    made = subprocess.run([sys.executable, "-c", TF_PACKAGE_SCRIPT, str(library), str(package)],
+                          capture_output=True, text=True, timeout=300)
+    assert made.returncode == 0, made.stderr
+    return str(package)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("use_ope", [False, True], ids=["fresh_process", "ope_worker"])
+def test_a_tensorflow_op_library_in_the_package_is_loaded_with_it(tf_op_package, use_ope):
+    """The backend opens the package's op library (TF_LoadLibrary) before
+    reading the graph: in a process where TensorFlow never saw the op, and
+    in a worker. Before, custom_ops was ignored and the graph's op was
+    unknown."""
+    code = f"""
+        import sys
+        import numpy as np
+        from neuropods.loader import load_neuropod
+        with load_neuropod({tf_op_package!r}, use_ope={use_ope}) as model:
+            print(model.infer({{"x": np.arange(4, dtype=np.float32)}})["out"].tolist())
+        assert "tensorflow" not in sys.modules
+    """
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == str((X + 1).tolist())
+
+
+@pytest.mark.slow
+def test_a_tensorflow_op_library_that_does_not_load_is_a_package_error(tf_op_package, tmp_path):
+    package = shutil.copytree(tf_op_package, tmp_path / "broken")
+    library = next((package / "0" / "ops").iterdir())
+    library.write_bytes(b"not a shared library")
+    with pytest.raises(neuropods_native.PackageError, match=f"custom op {library.name}: .*{library.name}"):
+        load(package)

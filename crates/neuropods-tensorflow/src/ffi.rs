@@ -59,6 +59,22 @@ fn c_string(s: &str) -> Result<CString, String> {
     CString::new(s).map_err(|_| format!("'{}' contains a NUL byte", s.escape_debug()))
 }
 
+/// Opens a TensorFlow op library (`TF_LoadLibrary`, as the original
+/// Neuropod first did): its ops and kernels are registered for good.
+pub fn load_op_library(path: &Path) -> Result<(), String> {
+    let name = c_string(&path.to_string_lossy())?;
+    let status = Status::new();
+    // SAFETY: a NUL-terminated path and a live status.
+    let handle = unsafe { tf::TF_LoadLibrary(name.as_ptr(), status.ptr()) };
+    status.check()?;
+    if !handle.is_null() {
+        // Frees the handle's record only: the library stays loaded.
+        // SAFETY: a handle TF_LoadLibrary returned, freed once.
+        unsafe { tf::TF_DeleteLibraryHandle(handle) };
+    }
+    Ok(())
+}
+
 /// An operation of a [`Graph`]; valid while the graph lives.
 #[derive(Clone, Copy, Debug)]
 pub struct Endpoint(tf::TF_Output);

@@ -5,6 +5,7 @@ use std::ffi::c_void;
 use std::path::Path;
 use std::sync::Arc;
 
+use neuropods_core::backend::custom_ops;
 use neuropods_core::backend::plugin::{points_into_inputs, Backend, BackendModel, LoadContext};
 use neuropods_core::device::model_device;
 use neuropods_core::json;
@@ -289,6 +290,8 @@ impl Backend for TensorFlowBackend {
                 .check("tensorflow", "TensorFlow", release)?;
         }
         let backend_config: TfBackendConfig = ctx.parse_backend_config()?.unwrap_or_default();
+        // Before the graph is read: it may use their ops.
+        custom_ops::load(&ctx.package_root, &ctx.config, ffi::load_op_library)?;
         let config = session_config(ctx);
         let model = if ctx.package_root.join(SAVED_MODEL_DIR).is_dir() {
             load_saved_model(ctx, &config, &backend_config)?

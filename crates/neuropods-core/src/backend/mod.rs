@@ -4,6 +4,7 @@
 
 pub mod abi;
 pub mod convert;
+pub mod custom_ops;
 pub mod framework;
 pub mod library;
 pub mod load_request;
