@@ -434,7 +434,7 @@ def parser() -> argparse.ArgumentParser:
     sub.add_argument(
         "--max-idle-connections", type=integer(1),
         help="connections kept open with no request in progress; above it the one idle longest is closed "
-        "(default: half the file descriptor limit)",
+        "(default: half the file descriptor limit, at most 10000)",
     )
     add_load_options(sub)
     sub.set_defaults(run=serve)

@@ -9,9 +9,11 @@
 //!   `header_read_timeout`: one deadline, not a timer each byte resets). It
 //!   also ends an HTTP/1 keep-alive connection idle that long.
 //! - **Idle connections**: a connection with no request in progress (none
-//!   sent yet, or between requests) is idle. When more than `max_idle` are,
-//!   the one idle longest is closed; a connection idle for `idle_timeout`
-//!   is closed (HTTP/2 has no head deadline between requests).
+//!   sent yet, or between requests) is idle. When more than `max_idle` are
+//!   (both listeners together: they share the file descriptors), or when
+//!   accepting fails for want of descriptors, the one idle longest is
+//!   closed; a connection idle for `idle_timeout` is closed (HTTP/2 has no
+//!   head deadline between requests).
 //! - **Bodies**: `rest.rs` reads a body against a deadline that grows with
 //!   the bytes received ([`ConnectionLimits::body_deadline`]).
 //! - HTTP/2 connections are pinged every `idle_timeout / 2` and closed when
@@ -76,7 +78,8 @@ impl ConnectionLimits {
 }
 
 /// Half the process's file descriptor limit (the other half for requests
-/// in progress, models and their files), at least 16.
+/// in progress, models and their files), from 16 to 10,000 (a hyper
+/// connection holds tens of KiB: a million idle ones would hold gigabytes).
 fn default_max_idle() -> usize {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
@@ -89,7 +92,7 @@ fn default_max_idle() -> usize {
     } else {
         1 << 16
     };
-    (soft / 2).max(16)
+    (soft / 2).clamp(16, 10_000)
 }
 
 /// What one connection is doing.
@@ -144,22 +147,20 @@ impl Tracker {
                 close: None,
             },
         );
-        let idle = || {
-            entries
-                .values()
-                .filter(|e| e.active == 0 && e.close.is_none())
-        };
-        if idle().count() > self.limits.max_idle {
-            if let Some(oldest) = entries
-                .values_mut()
-                .filter(|e| e.active == 0 && e.close.is_none())
-                .min_by_key(|e| e.idle_since)
-            {
-                oldest.close = Some("idle_cap");
-                oldest.wake.notify_one();
-            }
+        let idle = entries
+            .values()
+            .filter(|e| e.active == 0 && e.close.is_none())
+            .count();
+        if idle > self.limits.max_idle {
+            close_oldest_idle(entries);
         }
         (id, wake)
+    }
+
+    /// Tells the connection idle longest to close: the process is out of
+    /// file descriptors, and the next client is let in at its expense.
+    fn make_room(&self) {
+        close_oldest_idle(&mut self.lock().1);
     }
 
     fn request_started(&self, id: u64) {
@@ -185,11 +186,13 @@ impl Tracker {
         let Some(entry) = guard.1.get_mut(&id) else {
             return Err("idle_cap");
         };
+        if entry.active > 0 {
+            // A request arrived after it was picked to close: it stays.
+            entry.close = None;
+            return Ok(None);
+        }
         if let Some(reason) = entry.close {
             return Err(reason);
-        }
-        if entry.active > 0 {
-            return Ok(None);
         }
         let deadline = entry.idle_since + self.limits.idle_timeout;
         if Instant::now() >= deadline {
@@ -218,6 +221,18 @@ impl Tracker {
             }
         );
         self.metrics.connection_closed(protocol, reason);
+    }
+}
+
+/// Marks the connection idle longest to close, and wakes it.
+fn close_oldest_idle(entries: &mut HashMap<u64, Entry>) {
+    if let Some(oldest) = entries
+        .values_mut()
+        .filter(|e| e.active == 0 && e.close.is_none())
+        .min_by_key(|e| e.idle_since)
+    {
+        oldest.close = Some("idle_cap");
+        oldest.wake.notify_one();
     }
 }
 
@@ -321,10 +336,13 @@ where
         let stream = match accepted {
             Ok((stream, _)) => stream,
             Err(e) => {
-                // Out of file descriptors (EMFILE) or a connection reset
-                // before it was taken: not the listener's end. A pause lets
-                // the idle cap and deadlines free descriptors.
+                // Out of file descriptors (EMFILE, ENFILE) or a connection
+                // reset before it was taken: not the listener's end. Out of
+                // descriptors, the connection idle longest makes room.
                 tracing::warn!("{protocol}: cannot accept a connection: {e}");
+                if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) {
+                    tracker.make_room();
+                }
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }

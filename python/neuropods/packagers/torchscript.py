@@ -59,7 +59,7 @@ def _check_forward_takes(module: Any, model_file: str, input_spec: Sequence[Spec
             with warnings.catch_warnings():
                 # As for torch.jit.save above: the deprecation is not the user's.
                 warnings.filterwarnings("ignore", r".*torch\.jit", DeprecationWarning)
-                module = torch.jit.load(model_file, map_location="cpu")
+                module = torch.jit.load(model_file, map_location="cpu")  # type: ignore[no-untyped-call]
         except RuntimeError:
             # E.g. a model needing custom ops this process has not loaded:
             # the load reports what is wrong with it.
