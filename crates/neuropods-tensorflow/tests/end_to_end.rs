@@ -109,16 +109,42 @@ fn tensorflow_packages_run_from_rust() {
     // tf.strings.length counts bytes by default.
     assert_eq!(out["lengths"].as_slice::<i32>().unwrap(), &[2, 0, 6]);
 
-    // A graph error surfaces as a backend error naming TF's complaint.
+    // An input the graph needs (a placeholder), left out: the caller's
+    // mistake, named before the run.
     let mut bad = TensorMap::new();
     bad.insert(
         "x".into(),
         Tensor::from_vec(vec![2], vec![1f32, 2.0]).unwrap(),
     );
     match graph.infer(&bad) {
+        Err(Error::InvalidInput(message)) => {
+            assert!(message.starts_with("missing input 'y'"), "{message}");
+        }
+        other => panic!("expected an invalid input error, got {other:?}"),
+    }
+    // A graph error surfaces as a backend error naming TF's complaint: a
+    // copy of the package whose spec lets y's length differ from x's.
+    let loose = dir.path().join("loose");
+    std::fs::create_dir_all(loose.join("0/data")).unwrap();
+    for file in ["config.json", "0/config.json", "0/data/model.pb"] {
+        std::fs::copy(dir.path().join("graph").join(file), loose.join(file)).unwrap();
+    }
+    let config = std::fs::read_to_string(loose.join("config.json")).unwrap();
+    let config = config.replacen(
+        r#""name": "y", "dtype": "float32", "shape": ["n"]"#,
+        r#""name": "y", "dtype": "float32", "shape": [null]"#,
+        1,
+    );
+    assert!(config.contains("[null]"), "{config}");
+    std::fs::write(loose.join("config.json"), config).unwrap();
+    bad.insert(
+        "y".into(),
+        Tensor::from_vec(vec![3], vec![1f32, 2.0, 3.0]).unwrap(),
+    );
+    match load(&loose).unwrap().infer(&bad) {
         Err(Error::Backend { platform, message }) => {
             assert_eq!(platform, "tensorflow");
-            assert!(message.contains("in_y"), "{message}");
+            assert!(message.contains("Incompatible shapes"), "{message}");
         }
         other => panic!("expected a backend error, got {other:?}"),
     }
