@@ -157,8 +157,9 @@ def test_a_backend_error_crosses_with_its_message_and_traceback(py_addition, ts_
         pid = there.worker_pid
         np.testing.assert_array_equal(there.infer(add_inputs())["out"], here.infer(add_inputs())["out"])
         assert there.worker_pid == pid
+    # An error of another kind crosses as that kind.
     with load_neuropod(ts_addition, use_ope=True) as there:
-        with pytest.raises(errors.BackendError, match="missing value for argument 'y'"):
+        with pytest.raises(errors.InvalidInputError, match="missing input 'y': the model's forward requires it"):
             there.infer({"x": np.zeros(2, np.float32)})
 
 
