@@ -2,6 +2,7 @@
 with create_python_neuropod / create_pytorch_neuropod, and run through the
 same API (and the same checks) as the other platforms."""
 
+import subprocess
 import sys
 import textwrap
 
@@ -174,8 +175,14 @@ def test_model_errors_name_the_code(tmp_path):
     with load_neuropod(path) as model:
         with pytest.raises(neuropods_native.BackendError) as info:
             model.infer({"x": np.ones(1, np.float32), "y": np.ones(1, np.float32)})
-    message = str(info.value)
-    assert "missing_function" in message and "main.py" in message, message
+    # The message is the exception's own line, for anyone; the traceback,
+    # naming the package's file, is the detail, for logs and for Python's
+    # own printing of an uncaught error (a note).
+    message, detail = str(info.value), info.value.detail
+    assert message.startswith("python backend: AttributeError:") and "missing_function" in message, message
+    assert "Traceback" not in message and "main.py" not in message, message
+    assert detail.startswith("Traceback (most recent call last):") and "main.py" in detail, detail
+    assert detail in getattr(info.value, "__notes__", [detail])
 
 
 @pytest.mark.parametrize(
@@ -372,3 +379,22 @@ def test_a_missing_required_argument_is_invalid_input_naming_it(tmp_path, signat
         else:
             with pytest.raises(neuropods_native.InvalidInputError, match=expected):
                 model.infer(arrays)
+
+
+def test_the_cli_says_what_a_python_model_raised_in_one_line(tmp_path):
+    path = package_scaler(tmp_path, code={"body": "helper.refuse(x)"})
+    (path / "0" / "code" / "scaler" / "helper.py").write_text(
+        "def refuse(x):\n    raise ValueError('the model refuses these inputs')\n"
+    )
+    np.save(tmp_path / "x.npy", np.ones(2, np.float32))
+    command = [sys.executable, "-m", "neuropods", "infer", str(path), "--input", f"x={tmp_path / 'x.npy'}",
+               "--input", f"y={tmp_path / 'x.npy'}"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    # Before: "neuropods infer: BackendError: Traceback (most recent call last):".
+    assert result.stderr.splitlines() == [
+        "neuropods infer: BackendError: python backend: ValueError: the model refuses these inputs"
+    ], result.stderr
+    # --verbose prints the model's traceback too (the error's note).
+    verbose = subprocess.run([*command[:3], "--verbose", *command[3:]], capture_output=True, text=True, timeout=120)
+    assert verbose.returncode == 1 and 'helper.py", line 2, in refuse' in verbose.stderr, verbose.stderr

@@ -125,7 +125,9 @@ class NeuropodPredictor:
         try:
             outputs = self._model.infer(inputs)
         except NeuropodError as e:
-            raise type(e)(f"{e} ({self._where(batch)})") from None
+            located = type(e)(f"{e} ({self._where(batch)})")
+            located.detail = e.detail
+            raise located from None
         rows = len(next(iter(batch.values())))
         for name, array in outputs.items():
             if name in out:

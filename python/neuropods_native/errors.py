@@ -29,7 +29,14 @@ __all__ = [
 
 
 class NeuropodError(Exception):
-    """Base class of every Neuropods error."""
+    """Base class of every Neuropods error.
+
+    ``str(error)`` is the message, safe to show a client. ``detail`` is
+    what only a log should show, or None: a python model's traceback, the
+    TorchScript interpreter's stack with the packager's paths. It is also
+    added as a note, so an uncaught error prints it below the message."""
+
+    detail: "str | None" = None
 
 
 class PackageNotFoundError(NeuropodError, FileNotFoundError):

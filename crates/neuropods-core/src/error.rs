@@ -97,8 +97,12 @@ pub enum Error {
     Backend {
         /// Platform of the model.
         platform: String,
-        /// The framework's message.
+        /// The framework's message, safe to show a client (the exception's
+        /// own line, not its stack).
         message: String,
+        /// What only a log should show: the model's traceback, the
+        /// interpreter's stack with the packager's paths. Empty if none.
+        detail: String,
     },
     /// A model cannot run in this process: it is a fork of the process that
     /// started the framework's thread pools, whose threads a fork does not
@@ -158,7 +162,166 @@ pub enum Error {
     Internal(String),
 }
 
+/// The kind of an [`Error`]: the one table from which every other form of
+/// an error is derived. The codes that cross the backend ABI and the
+/// worker wire are these discriminants; the Python exception classes and
+/// the server's HTTP and gRPC statuses are each an exhaustive `match` on
+/// the kind, so a new kind fails to compile until every mapping says what
+/// it is. Codes are never reused.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// [`Error::PackageNotFound`].
+    PackageNotFound = 1,
+    /// [`Error::InvalidConfig`].
+    InvalidConfig = 2,
+    /// [`Error::InvalidPackage`].
+    InvalidPackage = 3,
+    /// [`SpecError::UnknownTensor`].
+    UnknownTensor = 4,
+    /// [`SpecError::DTypeMismatch`].
+    DTypeMismatch = 5,
+    /// A shape that does not fit the spec: its rank, a dim, or a symbol.
+    ShapeMismatch = 6,
+    /// [`Error::InvalidInput`].
+    InvalidInput = 7,
+    /// [`Error::InvalidOption`].
+    InvalidOption = 8,
+    /// [`Error::BackendNotFound`].
+    BackendNotFound = 9,
+    /// [`Error::FrameworkNotFound`].
+    FrameworkNotFound = 10,
+    /// [`Error::FrameworkVersion`].
+    FrameworkVersion = 11,
+    /// [`Error::RequirementsNotMet`].
+    RequirementsNotMet = 12,
+    /// [`Error::Backend`].
+    Backend = 13,
+    /// [`Error::UnsafeAfterFork`].
+    UnsafeAfterFork = 14,
+    /// [`Error::Serialization`].
+    Serialization = 15,
+    /// [`Error::Io`].
+    Io = 16,
+    /// [`Error::Interrupted`].
+    Interrupted = 17,
+    /// [`Error::Exit`].
+    Exit = 18,
+    /// [`Error::OutOfMemory`].
+    OutOfMemory = 19,
+    /// [`Error::Worker`].
+    Worker = 20,
+    /// [`Error::Internal`].
+    Internal = 21,
+}
+
+impl ErrorKind {
+    /// Every kind, in code order.
+    pub const ALL: [ErrorKind; 21] = [
+        Self::PackageNotFound,
+        Self::InvalidConfig,
+        Self::InvalidPackage,
+        Self::UnknownTensor,
+        Self::DTypeMismatch,
+        Self::ShapeMismatch,
+        Self::InvalidInput,
+        Self::InvalidOption,
+        Self::BackendNotFound,
+        Self::FrameworkNotFound,
+        Self::FrameworkVersion,
+        Self::RequirementsNotMet,
+        Self::Backend,
+        Self::UnsafeAfterFork,
+        Self::Serialization,
+        Self::Io,
+        Self::Interrupted,
+        Self::Exit,
+        Self::OutOfMemory,
+        Self::Worker,
+        Self::Internal,
+    ];
+
+    /// The code that crosses the ABI and the wire.
+    pub const fn code(self) -> u32 {
+        self as u32
+    }
+}
+
+/// A code no kind has (from a peer built against another table).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown error kind {0}")]
+pub struct UnknownErrorKind(pub u32);
+
+impl TryFrom<u32> for ErrorKind {
+    type Error = UnknownErrorKind;
+
+    fn try_from(code: u32) -> std::result::Result<Self, UnknownErrorKind> {
+        // ALL is in code order from 1, which the test below checks.
+        code.checked_sub(1)
+            .and_then(|i| Self::ALL.get(i as usize))
+            .copied()
+            .ok_or(UnknownErrorKind(code))
+    }
+}
+
 impl Error {
+    /// Its kind in the one table ([`ErrorKind`]).
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::PackageNotFound { .. } => ErrorKind::PackageNotFound,
+            Error::InvalidConfig { .. } => ErrorKind::InvalidConfig,
+            Error::InvalidPackage { .. } => ErrorKind::InvalidPackage,
+            Error::Spec(SpecError::UnknownTensor { .. }) => ErrorKind::UnknownTensor,
+            Error::Spec(SpecError::DTypeMismatch { .. }) => ErrorKind::DTypeMismatch,
+            Error::Spec(
+                SpecError::RankMismatch { .. }
+                | SpecError::DimMismatch { .. }
+                | SpecError::SymbolMismatch { .. },
+            ) => ErrorKind::ShapeMismatch,
+            Error::InvalidInput(_) => ErrorKind::InvalidInput,
+            Error::InvalidOption(_) => ErrorKind::InvalidOption,
+            Error::BackendNotFound { .. } => ErrorKind::BackendNotFound,
+            Error::FrameworkNotFound { .. } => ErrorKind::FrameworkNotFound,
+            Error::FrameworkVersion { .. } => ErrorKind::FrameworkVersion,
+            Error::RequirementsNotMet(_) => ErrorKind::RequirementsNotMet,
+            Error::Backend { .. } => ErrorKind::Backend,
+            Error::UnsafeAfterFork { .. } => ErrorKind::UnsafeAfterFork,
+            Error::Serialization(_) => ErrorKind::Serialization,
+            Error::Io { .. } => ErrorKind::Io,
+            Error::Interrupted(_) => ErrorKind::Interrupted,
+            Error::Exit(_) => ErrorKind::Exit,
+            Error::OutOfMemory(_) => ErrorKind::OutOfMemory,
+            Error::Worker { .. } => ErrorKind::Worker,
+            Error::Internal(_) => ErrorKind::Internal,
+        }
+    }
+
+    /// The error of a backend whose framework failed, with `message` for
+    /// a client and `detail` for a log (empty if none). The platform is
+    /// left for the core to add when the error crosses the ABI.
+    pub fn backend(message: impl std::fmt::Display, detail: impl Into<String>) -> Self {
+        Error::Backend {
+            platform: String::new(),
+            message: message.to_string(),
+            detail: detail.into(),
+        }
+    }
+
+    /// [`Error::backend`] with no detail: the framework's failure in its
+    /// own words, e.g. `.map_err(Error::framework)`.
+    pub fn framework(message: impl std::fmt::Display) -> Self {
+        Self::backend(message, "")
+    }
+
+    /// What only a log should show (a model's traceback), if any: the
+    /// message ([`Display`](std::fmt::Display)) is what a client sees.
+    pub fn detail(&self) -> Option<&str> {
+        match self {
+            Error::Backend { detail, .. } if !detail.is_empty() => Some(detail),
+            _ => None,
+        }
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
@@ -182,5 +345,21 @@ impl Error {
             .or_else(|| payload.downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "unknown panic payload".to_string());
         Error::Internal(format!("panic: {message}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_decodes_from_its_code_and_no_other_code_does() {
+        for kind in ErrorKind::ALL {
+            assert_eq!(ErrorKind::try_from(kind.code()), Ok(kind));
+        }
+        let past = ErrorKind::ALL.len() as u32 + 1;
+        for code in [0, past, u32::MAX] {
+            assert_eq!(ErrorKind::try_from(code), Err(UnknownErrorKind(code)));
+        }
     }
 }

@@ -27,8 +27,10 @@
 )]
 
 pub mod backend;
+pub mod bytes;
 pub mod config;
 pub mod device;
+mod dtype;
 mod error;
 mod extraction;
 mod fork;
@@ -42,7 +44,7 @@ pub mod version;
 pub mod worker;
 
 pub use config::{ModelConfig, Platform};
-pub use error::{shortened, Error, Result};
+pub use error::{shortened, Error, ErrorKind, Result, UnknownErrorKind};
 pub use model::{LoadOptions, Neuropod};
 pub use spec::{Dim, SpecError, TensorSpec};
 pub use tensor::{Buffer, DType, Element, Tensor, TensorData, TensorMap};

@@ -13,6 +13,7 @@
 //! native-endian; like the rest of the crate this assumes a little-endian
 //! host.
 
+use crate::bytes::ByteReader;
 use crate::error::{Error, Result};
 use crate::tensor::{check_shape, checked_numel, Buffer, DType, Tensor, TensorData, TensorMap};
 
@@ -261,53 +262,6 @@ fn encode<'a>(
 
 // ---------------------------------------------------------------- reading
 
-/// Reads fields off the front of untrusted bytes; every read is bounds-checked
-/// and fails with a message naming the field.
-struct Reader<'a> {
-    bytes: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn remaining(&self) -> usize {
-        self.bytes.len().saturating_sub(self.pos)
-    }
-
-    fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], String> {
-        let found = self
-            .pos
-            .checked_add(n)
-            .and_then(|end| Some((self.bytes.get(self.pos..end)?, end)));
-        let Some((slice, end)) = found else {
-            return Err(format!(
-                "{what} needs {n} bytes at offset {} but only {} remain",
-                self.pos,
-                self.remaining()
-            ));
-        };
-        self.pos = end;
-        Ok(slice)
-    }
-
-    fn array<const N: usize>(&mut self, what: &str) -> Result<[u8; N], String> {
-        self.take(N, what)?
-            .try_into()
-            .map_err(|_| format!("{what}: short read"))
-    }
-
-    fn u16(&mut self, what: &str) -> Result<u16, String> {
-        self.array(what).map(u16::from_le_bytes)
-    }
-
-    fn u32(&mut self, what: &str) -> Result<u32, String> {
-        self.array(what).map(u32::from_le_bytes)
-    }
-
-    fn u64(&mut self, what: &str) -> Result<u64, String> {
-        self.array(what).map(u64::from_le_bytes)
-    }
-}
-
 fn parse(buf: &Buffer) -> Result<Serialized, String> {
     let bytes: &[u8] = buf;
     if bytes.len() < HEADER_LEN {
@@ -316,7 +270,7 @@ fn parse(buf: &Buffer) -> Result<Serialized, String> {
             bytes.len()
         ));
     }
-    let mut r = Reader { bytes, pos: 0 };
+    let mut r = ByteReader::new(bytes);
     let magic: [u8; 8] = r.array("magic")?;
     if magic != MAGIC {
         return Err(format!(
@@ -372,7 +326,7 @@ fn parse(buf: &Buffer) -> Result<Serialized, String> {
         return Err(format!(
             "{} bytes of trailing garbage after the last entry (at offset {})",
             r.remaining(),
-            r.pos
+            r.position()
         ));
     }
     Ok(value)
@@ -381,7 +335,7 @@ fn parse(buf: &Buffer) -> Result<Serialized, String> {
 /// Reads one entry; `index` is `None` in a single-tensor blob, whose name
 /// must be empty. Errors are prefixed with the entry and, once read, its name.
 fn read_entry(
-    r: &mut Reader<'_>,
+    r: &mut ByteReader<'_>,
     buf: &Buffer,
     index: Option<u32>,
 ) -> Result<(String, Tensor), String> {
@@ -404,7 +358,7 @@ fn read_entry(
     Ok((name, t))
 }
 
-fn read_name(r: &mut Reader<'_>) -> Result<String, String> {
+fn read_name(r: &mut ByteReader<'_>) -> Result<String, String> {
     let len = to_usize(r.u32("name length")?.into(), "name length")?;
     let bytes = r.take(len, "name")?;
     std::str::from_utf8(bytes)
@@ -412,7 +366,7 @@ fn read_name(r: &mut Reader<'_>) -> Result<String, String> {
         .map_err(|e| format!("name is not valid UTF-8: {e}"))
 }
 
-fn read_tensor(r: &mut Reader<'_>, buf: &Buffer) -> Result<Tensor, String> {
+fn read_tensor(r: &mut ByteReader<'_>, buf: &Buffer) -> Result<Tensor, String> {
     let code = r.u32("dtype")?;
     let dtype = DType::from_code(code).ok_or_else(|| format!("unknown dtype code {code}"))?;
 
@@ -444,7 +398,7 @@ fn read_tensor(r: &mut Reader<'_>, buf: &Buffer) -> Result<Tensor, String> {
     })?;
 
     let payload_len = to_usize(r.u64("payload length")?, "payload length")?;
-    let pad_start = r.pos;
+    let pad_start = r.position();
     let pad = r.take(padding(pad_start), "padding")?;
     if pad.iter().any(|&b| b != 0) {
         return Err(format!(
@@ -457,7 +411,7 @@ fn read_tensor(r: &mut Reader<'_>, buf: &Buffer) -> Result<Tensor, String> {
             r.remaining()
         ));
     }
-    let start = r.pos;
+    let start = r.position();
     let payload = r.take(payload_len, "payload")?;
 
     let Some(item) = dtype.item_size() else {

@@ -5,7 +5,18 @@
 
 use std::fmt;
 
-use crate::tensor::{DType, Tensor, TensorMap};
+use std::collections::BTreeMap;
+
+use crate::dtype::DType;
+
+/// What a spec checks of a tensor: its dtype and shape. Implemented by
+/// [`crate::Tensor`]; a trait, so that specs need nothing of tensors' storage.
+pub trait Shaped {
+    /// The element type.
+    fn dtype(&self) -> DType;
+    /// The dimensions.
+    fn shape(&self) -> &[usize];
+}
 
 /// One dimension of a spec.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -199,7 +210,7 @@ impl TensorSpec {
     /// Checks one tensor against this spec, binding symbols as they appear.
     pub fn check<'s>(
         &'s self,
-        tensor: &Tensor,
+        tensor: &impl Shaped,
         direction: Direction,
         bindings: &mut SymbolBindings<'s>,
     ) -> Result<(), SpecError> {
@@ -265,7 +276,7 @@ impl TensorSpec {
 /// inputs, as in the original Neuropod); unknown names are not.
 pub fn validate<'s>(
     specs: &'s [TensorSpec],
-    tensors: &TensorMap,
+    tensors: &BTreeMap<String, impl Shaped>,
     direction: Direction,
     bindings: &mut SymbolBindings<'s>,
 ) -> Result<(), SpecError> {

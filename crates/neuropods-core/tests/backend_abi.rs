@@ -42,10 +42,10 @@ impl BackendModel for TestModel {
         if let Some(x) = inputs.get("x") {
             let values = x.as_slice::<f32>()?;
             if values.first() == Some(&-1.0) {
-                return Err(Error::Backend {
-                    platform: "test".into(),
-                    message: "x[0] = -1 is not allowed".into(),
-                });
+                return Err(Error::backend(
+                    "x[0] = -1 is not allowed",
+                    "the test model's stack",
+                ));
             }
             if values.first() == Some(&-2.0) {
                 panic!("test backend panics on -2");
@@ -187,9 +187,16 @@ fn backend_errors_and_panics_become_errors() {
     write_package(dir.path());
     let model = load(dir.path()).unwrap();
     match model.infer(&x(&[-1.0])) {
-        Err(Error::Backend { platform, message }) => {
+        Err(Error::Backend {
+            platform,
+            message,
+            detail,
+        }) => {
+            // The platform is the core's; the message and the detail
+            // (for logs only) cross the ABI as the backend wrote them.
             assert_eq!(platform, "python");
             assert_eq!(message, "x[0] = -1 is not allowed");
+            assert_eq!(detail, "the test model's stack");
         }
         other => panic!("expected a backend error, got {other:?}"),
     }

@@ -22,13 +22,6 @@ pub struct OnnxBackend;
 /// it, where ONNX Runtime looks for them.
 pub const MODEL_FILE: &str = "0/data/model.onnx";
 
-pub(crate) fn backend_error(message: impl std::fmt::Display) -> Error {
-    Error::Backend {
-        platform: "onnx".into(),
-        message: message.to_string(),
-    }
-}
-
 fn package_error(root: &Path, reason: String) -> Error {
     Error::InvalidPackage {
         path: root.to_path_buf(),
@@ -53,20 +46,20 @@ impl BackendModel for OnnxModel {
 /// run one after another.
 fn session_builder(ctx: &LoadContext, runtime: &runtime::Runtime) -> Result<SessionBuilder> {
     let mut builder = Session::builder(runtime.environment())
-        .map_err(backend_error)?
+        .map_err(Error::framework)?
         .with_optimization_level(GraphOptimizationLevel::All)
-        .map_err(backend_error)?;
+        .map_err(Error::framework)?;
     if let Some(n) = ctx.options.intra_op_threads {
         builder = builder
             .with_intra_threads(n as usize)
-            .map_err(backend_error)?;
+            .map_err(Error::framework)?;
     }
     if let Some(n) = ctx.options.inter_op_threads.filter(|&n| n > 0) {
         builder = builder
             .with_parallel_execution(true)
-            .map_err(backend_error)?
+            .map_err(Error::framework)?
             .with_inter_threads(n as usize)
-            .map_err(backend_error)?;
+            .map_err(Error::framework)?;
     }
     Ok(builder)
 }
@@ -230,7 +223,7 @@ impl Backend for OnnxBackend {
         let mut builder = with_device(ctx, session_builder(ctx, runtime)?)?;
         let session = builder
             .commit_from_file(&path)
-            .map_err(|e| backend_error(format!("cannot load {MODEL_FILE}: {e}")))?;
+            .map_err(|e| Error::framework(format!("cannot load {MODEL_FILE}: {e}")))?;
         check_signature(
             root,
             (&ctx.config.input_spec, &ctx.config.output_spec),

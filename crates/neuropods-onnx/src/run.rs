@@ -21,7 +21,6 @@ use ort::value::TensorElementType;
 use ort::AsPointer;
 
 use crate::dtypes;
-use crate::model::backend_error;
 
 fn api() -> &'static sys::OrtApi {
     ort::api()
@@ -30,7 +29,7 @@ fn api() -> &'static sys::OrtApi {
 /// A status from ONNX Runtime as a result (the status is released).
 fn check(status: sys::OrtStatusPtr) -> Result<()> {
     // SAFETY: `status` was just returned by an ONNX Runtime function.
-    unsafe { ort::Error::result_from_status(status) }.map_err(backend_error)
+    unsafe { ort::Error::result_from_status(status) }.map_err(Error::framework)
 }
 
 /// An ONNX Runtime value owned here, released when dropped.
@@ -46,7 +45,7 @@ impl Value {
     fn take(ptr: *mut sys::OrtValue) -> Result<Value> {
         NonNull::new(ptr)
             .map(Value)
-            .ok_or_else(|| backend_error("ONNX Runtime returned no value"))
+            .ok_or_else(|| Error::framework("ONNX Runtime returned no value"))
     }
 
     fn ptr(&self) -> *mut sys::OrtValue {
@@ -178,8 +177,9 @@ impl Runner {
             .iter()
             .zip(results)
             .map(|((name, _), value)| {
-                let value = value
-                    .ok_or_else(|| backend_error(format!("the run returned no output '{name}'")))?;
+                let value = value.ok_or_else(|| {
+                    Error::framework(format!("the run returned no output '{name}'"))
+                })?;
                 Ok((name.clone(), fetched(name, value, &aliases_input)?))
             })
             .collect()
@@ -310,10 +310,10 @@ fn read_strings(name: &str, value: &Value, count: usize) -> Result<Vec<String>> 
         .enumerate()
         .map(|(i, (&start, end))| {
             let text = bytes.get(start..end).ok_or_else(|| {
-                backend_error(format!("output '{name}': string {i} is out of bounds"))
+                Error::framework(format!("output '{name}': string {i} is out of bounds"))
             })?;
             String::from_utf8(text.to_vec()).map_err(|_| {
-                backend_error(format!("output '{name}': string {i} is not valid UTF-8"))
+                Error::framework(format!("output '{name}': string {i} is not valid UTF-8"))
             })
         })
         .collect()
@@ -350,26 +350,26 @@ fn fetched(name: &str, value: Value, aliases_input: &dyn Fn(*const u8) -> bool) 
     // SAFETY: `value` is live.
     check(unsafe { (api().GetValueType)(value.ptr(), &mut kind) })?;
     if kind != sys::ONNXType::ONNX_TYPE_TENSOR {
-        return Err(backend_error(format!(
+        return Err(Error::framework(format!(
             "output '{name}' is a {}, not a tensor",
             kind_name(kind)
         )));
     }
     let (element, dims) = type_and_shape(&value)?;
     let dtype = dtypes::from_ort(element).ok_or_else(|| {
-        backend_error(format!(
+        Error::framework(format!(
             "output '{name}' is of type {element:?}, which Neuropods does not support"
         ))
     })?;
     let shape: Vec<usize> = dims.iter().map(|&d| d.max(0) as usize).collect();
     let numel = neuropods_core::tensor::checked_numel(&shape)
-        .ok_or_else(|| backend_error(format!("output '{name}' has too many elements")))?;
+        .ok_or_else(|| Error::framework(format!("output '{name}' has too many elements")))?;
     if dtype == DType::String {
         let strings = read_strings(name, &value, numel)?;
         return Tensor::from_strings(shape, strings);
     }
     if !on_cpu(&value)? {
-        return Err(backend_error(format!(
+        return Err(Error::framework(format!(
             "output '{name}' is not in CPU memory"
         )));
     }

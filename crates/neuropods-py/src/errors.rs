@@ -5,7 +5,7 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use neuropods_core::{Error, SpecError};
+use neuropods_core::{Error, ErrorKind};
 use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -91,6 +91,26 @@ impl ErrorClass {
         }
     }
 
+    /// An exception of this class with `message`, and the detail that
+    /// only a log should show (a model's traceback), if any, as its
+    /// `detail` attribute and a note (which Python prints below an
+    /// uncaught exception, and `str()` leaves out).
+    fn new_err_with_detail(self, message: String, detail: Option<&str>) -> PyErr {
+        let err = self.new_err(message);
+        if let Some(detail) = detail {
+            Python::attach(|py| {
+                let value = err.value(py);
+                // Best effort: the exception is raised with its message
+                // whatever happens to its decoration.
+                let _ = value.setattr("detail", detail);
+                if value.hasattr("add_note").unwrap_or(false) {
+                    let _ = value.call_method1("add_note", (detail,));
+                }
+            });
+        }
+        err
+    }
+
     /// An exception of this class with `message`.
     pub fn new_err(self, message: impl Into<String>) -> PyErr {
         let message = message.into();
@@ -110,29 +130,43 @@ const _: () = {
     }
 };
 
-impl From<&Error> for ErrorClass {
-    fn from(err: &Error) -> Self {
-        match err {
-            Error::PackageNotFound { .. } => Self::PackageNotFound,
-            Error::InvalidConfig { .. } => Self::Config,
-            Error::InvalidPackage { .. } => Self::Package,
-            Error::Spec(SpecError::UnknownTensor { .. }) => Self::UnknownTensor,
-            Error::Spec(SpecError::DTypeMismatch { .. }) => Self::DType,
-            Error::Spec(_) => Self::Shape,
-            Error::InvalidInput(_) => Self::InvalidInput,
-            Error::InvalidOption(_) => Self::InvalidOption,
-            Error::BackendNotFound { .. } => Self::BackendNotFound,
-            Error::FrameworkNotFound { .. } => Self::FrameworkNotFound,
-            Error::FrameworkVersion { .. } => Self::FrameworkVersion,
-            Error::RequirementsNotMet(_) => Self::Requirements,
-            Error::Backend { .. } => Self::Backend,
-            Error::Serialization(_) => Self::Serialization,
-            Error::Io { .. } => Self::Io,
-            Error::OutOfMemory(_) => Self::OutOfMemory,
-            Error::UnsafeAfterFork { .. } => Self::UnsafeAfterFork,
-            Error::Worker { .. } => Self::Worker,
-            _ => Self::Internal,
-        }
+/// How a core error reaches Python.
+enum Raised {
+    /// As an exception of `neuropods_native.errors`.
+    Class(ErrorClass),
+    /// As `KeyboardInterrupt` (Ctrl-C inside a python model).
+    KeyboardInterrupt,
+    /// As `SystemExit` (a python model called `sys.exit`).
+    SystemExit,
+}
+
+impl Raised {
+    /// The way each kind of the core's one table is raised.
+    fn of(kind: ErrorKind) -> Raised {
+        use ErrorClass as C;
+        Raised::Class(match kind {
+            ErrorKind::PackageNotFound => C::PackageNotFound,
+            ErrorKind::InvalidConfig => C::Config,
+            ErrorKind::InvalidPackage => C::Package,
+            ErrorKind::UnknownTensor => C::UnknownTensor,
+            ErrorKind::DTypeMismatch => C::DType,
+            ErrorKind::ShapeMismatch => C::Shape,
+            ErrorKind::InvalidInput => C::InvalidInput,
+            ErrorKind::InvalidOption => C::InvalidOption,
+            ErrorKind::BackendNotFound => C::BackendNotFound,
+            ErrorKind::FrameworkNotFound => C::FrameworkNotFound,
+            ErrorKind::FrameworkVersion => C::FrameworkVersion,
+            ErrorKind::RequirementsNotMet => C::Requirements,
+            ErrorKind::Backend => C::Backend,
+            ErrorKind::UnsafeAfterFork => C::UnsafeAfterFork,
+            ErrorKind::Serialization => C::Serialization,
+            ErrorKind::Io => C::Io,
+            ErrorKind::OutOfMemory => C::OutOfMemory,
+            ErrorKind::Worker => C::Worker,
+            ErrorKind::Internal => C::Internal,
+            ErrorKind::Interrupted => return Raised::KeyboardInterrupt,
+            ErrorKind::Exit => return Raised::SystemExit,
+        })
     }
 }
 
@@ -167,14 +201,20 @@ pub struct CoreError(pub Error);
 
 impl From<CoreError> for PyErr {
     fn from(CoreError(err): CoreError) -> PyErr {
-        match err {
-            Error::Interrupted(message) => PyKeyboardInterrupt::new_err(message),
-            Error::Exit(code) => match code.parse::<i64>() {
+        match (Raised::of(err.kind()), err) {
+            (Raised::KeyboardInterrupt, Error::Interrupted(message)) => {
+                PyKeyboardInterrupt::new_err(message)
+            }
+            (Raised::SystemExit, Error::Exit(code)) => match code.parse::<i64>() {
                 Ok(n) => PySystemExit::new_err(n),
                 Err(_) if code == "None" => PySystemExit::new_err(()),
                 Err(_) => PySystemExit::new_err(code),
             },
-            err => ErrorClass::from(&err).new_err(err.to_string()),
+            (Raised::Class(class), err) => class.new_err_with_detail(err.to_string(), err.detail()),
+            // A kind is raised one way whatever its variant.
+            (Raised::KeyboardInterrupt | Raised::SystemExit, err) => {
+                ErrorClass::Internal.new_err(err.to_string())
+            }
         }
     }
 }

@@ -26,13 +26,6 @@ pub const REQUIREMENTS_FILE: &str = "0/requirements.lock";
 
 const HELPER_SOURCE: &str = include_str!("loader.py");
 
-fn backend_error(message: impl std::fmt::Display) -> Error {
-    Error::Backend {
-        platform: "python".into(),
-        message: message.to_string(),
-    }
-}
-
 /// A Python exception as a core error: the model's failure as text with
 /// the traceback of the package's code; Ctrl-C, `sys.exit` and running out
 /// of memory as their own kinds, so that they reach the caller as themselves
@@ -60,11 +53,13 @@ fn python_error(py: Python<'_>, err: PyErr) -> Error {
             suffix(py, &err)
         ));
     }
+    // A client is told the exception's own line; the traceback (the
+    // package's code, with the packager's paths) is the detail, for logs.
     let traceback = err
         .traceback(py)
         .and_then(|tb| tb.format().ok())
         .unwrap_or_default();
-    backend_error(format!("{traceback}{err}"))
+    Error::backend(&err, format!("{traceback}{err}"))
 }
 
 /// ": <message>" of an exception that has one.
@@ -273,13 +268,14 @@ impl BackendModel for PythonModel {
             let mut tensors = TensorMap::new();
             for (name, value) in outputs.iter() {
                 let name: String = name.extract().map_err(|e| python_error(py, e))?;
-                let tensor = tensor_from_numpy(py, &name, &value)
-                    .map_err(|e| convert_error(py, e, |m| backend_error(format!("output {m}"))))?;
+                let tensor = tensor_from_numpy(py, &name, &value).map_err(|e| {
+                    convert_error(py, e, |m| Error::framework(format!("output {m}")))
+                })?;
                 tensors.insert(name, tensor);
             }
             Ok(tensors)
         })
-        .unwrap_or_else(|| Err(backend_error("the Python interpreter is shutting down")))
+        .unwrap_or_else(|| Err(Error::framework("the Python interpreter is shutting down")))
     }
 }
 

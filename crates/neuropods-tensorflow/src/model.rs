@@ -51,13 +51,6 @@ fn config_error(field: &str, reason: String) -> Error {
     }
 }
 
-fn backend_error(message: impl std::fmt::Display) -> Error {
-    Error::Backend {
-        platform: "tensorflow".into(),
-        message: message.to_string(),
-    }
-}
-
 fn package_error(root: &Path, reason: String) -> Error {
     Error::InvalidPackage {
         path: root.to_path_buf(),
@@ -162,7 +155,7 @@ fn load_saved_model(
         &graph,
         &config.to_proto(),
     )
-    .map_err(|e| backend_error(format!("cannot load {SAVED_MODEL_DIR}: {e}")))?;
+    .map_err(|e| Error::framework(format!("cannot load {SAVED_MODEL_DIR}: {e}")))?;
     let signature_name = backend_config
         .signature_name
         .as_deref()
@@ -220,7 +213,7 @@ fn load_graph(
     let graph = Graph::new();
     graph
         .import(&bytes)
-        .map_err(|e| backend_error(format!("cannot import {GRAPH_FILE}: {e}")))?;
+        .map_err(|e| Error::framework(format!("cannot import {GRAPH_FILE}: {e}")))?;
     let mapping = backend_config.node_name_mapping.as_ref().ok_or_else(|| {
         config_error(
             "node_name_mapping",
@@ -246,7 +239,7 @@ fn load_graph(
     };
     let inputs = resolve(&ctx.config.input_spec)?;
     let outputs = resolve(&ctx.config.output_spec)?;
-    let session = Session::new(&graph, &config.to_proto()).map_err(backend_error)?;
+    let session = Session::new(&graph, &config.to_proto()).map_err(Error::framework)?;
     let init_ops = &backend_config.init_op_names.0;
     if !init_ops.is_empty() {
         let targets = init_ops
@@ -259,7 +252,7 @@ fn load_graph(
             .collect::<Result<Vec<_>>>()?;
         session
             .run(&[], &[], &targets)
-            .map_err(|e| backend_error(format!("init ops {init_ops:?}: {e}")))?;
+            .map_err(|e| Error::framework(format!("init ops {init_ops:?}: {e}")))?;
     }
     Ok(TfModel::new(session, graph, inputs, outputs))
 }
@@ -307,7 +300,7 @@ impl Backend for TensorFlowBackend {
             let gpus = model
                 .session
                 .device_types()
-                .map_err(backend_error)?
+                .map_err(Error::framework)?
                 .iter()
                 .filter(|t| t.as_str() == "GPU")
                 .count();
@@ -333,7 +326,7 @@ fn feed(tensor: &Tensor) -> Result<ffi::Tensor> {
     let dims: Vec<i64> = tensor.shape().iter().map(|&d| d as i64).collect();
     let type_code = dtypes::to_tf(tensor.dtype());
     if let Some(strings) = tensor.strings() {
-        return ffi::Tensor::strings(&dims, strings).map_err(backend_error);
+        return ffi::Tensor::strings(&dims, strings).map_err(Error::framework);
     }
     let buffer = tensor
         .buffer()
@@ -346,14 +339,14 @@ fn feed(tensor: &Tensor) -> Result<ffi::Tensor> {
     // the caller still holds the tensor, which `infer` does until the run
     // and its outputs are done.
     unsafe { ffi::Tensor::over(type_code, &dims, data, len, release_buffer, owner) }
-        .map_err(backend_error)
+        .map_err(Error::framework)
 }
 
 /// An output tensor; numeric ones are handed on without a copy, kept alive
 /// by their TF tensor, unless they alias an input.
 fn fetched(name: &str, tf: ffi::Tensor, inputs: &TensorMap) -> Result<Tensor> {
     let dtype = dtypes::from_tf(tf.type_code()).ok_or_else(|| {
-        backend_error(format!(
+        Error::framework(format!(
             "output '{name}' has TF type code {}, which Neuropods does not support",
             tf.type_code()
         ))
@@ -365,7 +358,7 @@ fn fetched(name: &str, tf: ffi::Tensor, inputs: &TensorMap) -> Result<Tensor> {
             .into_iter()
             .map(|bytes| {
                 String::from_utf8(bytes.to_vec()).map_err(|_| {
-                    backend_error(format!("output '{name}' holds a string that is not UTF-8"))
+                    Error::framework(format!("output '{name}' holds a string that is not UTF-8"))
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -406,7 +399,7 @@ impl BackendModel for TfModel {
         let results = self
             .session
             .run(&feeds, &self.outputs, &[])
-            .map_err(backend_error)?;
+            .map_err(Error::framework)?;
         let outputs = self
             .output_names
             .iter()

@@ -5,6 +5,8 @@
 
 use std::collections::HashMap;
 
+use neuropods_core::bytes::ByteReader;
+
 /// Session settings, written as a `ConfigProto`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SessionConfig {
@@ -81,33 +83,7 @@ enum Value<'a> {
 
 /// Iterates over the fields of one message, refusing malformed input.
 struct Fields<'a> {
-    rest: &'a [u8],
-}
-
-fn varint(rest: &mut &[u8]) -> Result<u64, String> {
-    let mut value = 0u64;
-    for shift in (0..64).step_by(7) {
-        let (&byte, tail) = rest.split_first().ok_or("truncated varint")?;
-        *rest = tail;
-        value |= u64::from(byte & 0x7f) << shift;
-        if byte < 0x80 {
-            return Ok(value);
-        }
-    }
-    Err("varint longer than 10 bytes".into())
-}
-
-fn take<'a>(rest: &mut &'a [u8], n: u64) -> Result<&'a [u8], String> {
-    let n = usize::try_from(n).map_err(|_| "field length overflows")?;
-    if n > rest.len() {
-        return Err(format!(
-            "field of {n} bytes but {} bytes remain",
-            rest.len()
-        ));
-    }
-    let (head, tail) = rest.split_at(n);
-    *rest = tail;
-    Ok(head)
+    rest: ByteReader<'a>,
 }
 
 impl<'a> Iterator for Fields<'a> {
@@ -117,30 +93,34 @@ impl<'a> Iterator for Fields<'a> {
         if self.rest.is_empty() {
             return None;
         }
+        let r = &mut self.rest;
         let mut field = || {
-            let key = varint(&mut self.rest)?;
+            let key = r.varint("field key")?;
             let value = match key & 7 {
-                0 => varint(&mut self.rest).map(|_| Value::Number)?,
-                1 => take(&mut self.rest, 8).map(|_| Value::Number)?,
+                0 => r.varint("varint field").map(|_| Value::Number)?,
+                1 => r.take(8, "fixed64 field").map(|_| Value::Number)?,
                 2 => {
-                    let len = varint(&mut self.rest)?;
-                    Value::Bytes(take(&mut self.rest, len)?)
+                    let len = r.varint("field length")?;
+                    let len = usize::try_from(len).map_err(|_| "field length overflows")?;
+                    Value::Bytes(r.take(len, "length-delimited field")?)
                 }
-                5 => take(&mut self.rest, 4).map(|_| Value::Number)?,
+                5 => r.take(4, "fixed32 field").map(|_| Value::Number)?,
                 wire => return Err(format!("unsupported wire type {wire}")),
             };
             Ok((key >> 3, value))
         };
         let item = field();
         if item.is_err() {
-            self.rest = &[];
+            self.rest = ByteReader::new(&[]);
         }
         Some(item)
     }
 }
 
 fn fields(message: &[u8]) -> Fields<'_> {
-    Fields { rest: message }
+    Fields {
+        rest: ByteReader::new(message),
+    }
 }
 
 fn text(bytes: &[u8]) -> Result<String, String> {

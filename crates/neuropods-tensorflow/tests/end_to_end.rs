@@ -142,7 +142,9 @@ fn tensorflow_packages_run_from_rust() {
         Tensor::from_vec(vec![3], vec![1f32, 2.0, 3.0]).unwrap(),
     );
     match load(&loose).unwrap().infer(&bad) {
-        Err(Error::Backend { platform, message }) => {
+        Err(Error::Backend {
+            platform, message, ..
+        }) => {
             assert_eq!(platform, "tensorflow");
             assert!(message.contains("Incompatible shapes"), "{message}");
         }

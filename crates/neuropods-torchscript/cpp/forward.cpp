@@ -2,6 +2,7 @@
 // cannot: inputs matched to arguments by name (or packed into the one Dict
 // argument, typed as the schema declares it), under InferenceMode, and every
 // output reported with its name (dict key, namedtuple field) or position.
+#include <torch/csrc/jit/runtime/jit_exception.h>
 #include <torch/script.h>
 
 #include <cstdlib>
@@ -35,6 +36,33 @@ static char* npt_error(const std::string& message) {
     std::memcpy(out, message.c_str(), message.size() + 1);
   }
   return out;
+}
+
+// libtorch's TorchScript interpreter writes this line, then the model's
+// TorchScript stack (its code, with the packager's source paths), then
+// "<class>: <message>", the exception's own line.
+static const char kInterpreterHeader[] = "The following operation failed in the TorchScript interpreter.";
+
+// The failure of forward as two texts: the exception's own line, for a
+// client, returned; and all of libtorch's text, for logs, in `*detail`
+// (left NULL when the two are the same). A `raise` in TorchScript comes as
+// a JITException, which keeps its class and message apart; an op's failure
+// comes as the interpreter's RuntimeError.
+static char* npt_failure(const std::string& text, std::string own_line, char** detail) {
+  if (own_line.empty() && text.rfind(kInterpreterHeader, 0) == 0) {
+    const auto at = text.rfind("\nRuntimeError: ");
+    if (at != std::string::npos) {
+      own_line = text.substr(at + 1);
+    }
+  }
+  while (!own_line.empty() && (own_line.back() == '\n' || own_line.back() == ' ')) {
+    own_line.pop_back();
+  }
+  if (own_line.empty() || own_line == text) {
+    return npt_error(text);
+  }
+  *detail = npt_error(text);
+  return npt_error(own_line);
 }
 
 static c10::IValue to_ivalue(const npt_input& in) {
@@ -112,9 +140,12 @@ static std::string check_arguments(const std::vector<c10::Argument>& arguments,
 // Runs forward; returns NULL on success or an error message to free with
 // npt_free_error, and sets `*missing_input` when the message is about an
 // input the caller left out. libtorch's errors come without their C++
-// backtrace (frames, library paths, load addresses): a message to show.
+// backtrace (frames, library paths, load addresses): a message to show;
+// the interpreter's TorchScript stack goes to `*detail` (see npt_failure),
+// also to free with npt_free_error.
 char* npt_forward(void* module, const npt_input* inputs, size_t count, void* ctx,
-                  npt_emit_tensor on_tensor, npt_emit_strings on_strings, int* missing_input) {
+                  npt_emit_tensor on_tensor, npt_emit_strings on_strings, int* missing_input,
+                  char** detail) {
   try {
     c10::InferenceMode guard;
     auto* m = static_cast<torch::jit::Module*>(module);
@@ -162,10 +193,16 @@ char* npt_forward(void* module, const npt_input* inputs, size_t count, void* ctx
       if (!problem.empty()) return npt_error(problem);
     }
     return nullptr;
+  } catch (const torch::jit::JITException& e) {
+    std::string own_line;
+    if (auto message = e.getOriginalMsg()) {
+      own_line = e.getPythonClassName().value_or("RuntimeError") + ": " + *message;
+    }
+    return npt_failure(e.what(), own_line, detail);
   } catch (const c10::Error& e) {
-    return npt_error(e.what_without_backtrace());
+    return npt_failure(e.what_without_backtrace(), "", detail);
   } catch (const std::exception& e) {
-    return npt_error(e.what());
+    return npt_failure(e.what(), "", detail);
   } catch (...) {
     return npt_error("unknown C++ exception in forward");
   }

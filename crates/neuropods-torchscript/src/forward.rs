@@ -41,6 +41,7 @@ extern "C" {
         on_tensor: EmitTensor,
         on_strings: EmitStrings,
         missing_input: *mut i32,
+        detail: *mut *mut c_char,
     ) -> *mut c_char;
     fn npt_from_blob(
         data: *mut c_void,
@@ -227,7 +228,12 @@ pub enum CallError {
     MissingInput(String),
     /// libtorch's error (without its C++ backtrace), or an input forward
     /// has no argument of.
-    Failed(String),
+    Failed {
+        /// The exception's own line, for a client.
+        message: String,
+        /// The TorchScript interpreter's stack, for logs ("" if none).
+        detail: String,
+    },
 }
 
 /// Runs `forward` with `inputs`; returns the outputs or why it did not run.
@@ -248,6 +254,7 @@ pub fn call(module: &CModule, inputs: &[Input<'_>]) -> Result<Vec<Output>, CallE
         .collect();
     let mut outputs: Vec<Output> = Vec::new();
     let mut missing_input = 0;
+    let mut detail: *mut c_char = std::ptr::null_mut();
     // SAFETY: inputs outlive the call; callbacks match forward.cpp's types.
     let error = unsafe {
         npt_forward(
@@ -258,16 +265,23 @@ pub fn call(module: &CModule, inputs: &[Input<'_>]) -> Result<Vec<Output>, CallE
             on_tensor,
             on_strings,
             &mut missing_input,
+            &mut detail,
         )
     };
     if error.is_null() {
         return Ok(outputs);
     }
-    // SAFETY: a message from forward.cpp, freed once.
+    // SAFETY: messages from forward.cpp, each freed once.
     let message = unsafe { take_error(error) };
+    let detail = if detail.is_null() {
+        String::new()
+    } else {
+        // SAFETY: as above.
+        unsafe { take_error(detail) }
+    };
     Err(if missing_input != 0 {
         CallError::MissingInput(message)
     } else {
-        CallError::Failed(message)
+        CallError::Failed { message, detail }
     })
 }

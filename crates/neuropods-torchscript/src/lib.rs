@@ -29,13 +29,6 @@ neuropods_core::export_backend!(TorchScriptBackend);
 /// Where the model file lives inside a package.
 pub const MODEL_FILE: &str = "0/data/model.pt";
 
-fn backend_error(message: impl std::fmt::Display) -> Error {
-    Error::Backend {
-        platform: "torchscript".into(),
-        message: message.to_string(),
-    }
-}
-
 fn tch_device(device: Device) -> tch::Device {
     match device {
         Device::Cpu => tch::Device::Cpu,
@@ -195,10 +188,10 @@ impl Backend for TorchScriptBackend {
         }
         model_file::refuse_legacy_format(&ctx.package_root, MODEL_FILE)?;
         let mut module = CModule::load_on_device(&path, tch_device(device))
-            .map_err(|e| backend_error(format!("cannot load {MODEL_FILE}: {e}")))?;
+            .map_err(|e| Error::framework(format!("cannot load {MODEL_FILE}: {e}")))?;
         module
             .f_set_eval()
-            .map_err(|e| backend_error(format!("set_eval: {e}")))?;
+            .map_err(|e| Error::framework(format!("set_eval: {e}")))?;
         let input_devices = ctx
             .config
             .input_spec
@@ -256,33 +249,33 @@ impl TorchScriptModel {
         // No copy: the tensor's storage holds the buffer, so a module that
         // keeps an input keeps the caller's memory alive. Outputs that alias
         // it are still copied (see `output_from_torch`).
-        let cpu = forward::tensor_over_buffer(buffer, &size, kind).map_err(backend_error)?;
+        let cpu = forward::tensor_over_buffer(buffer, &size, kind).map_err(Error::framework)?;
         let device = self.input_devices.get(name).copied().unwrap_or(Device::Cpu);
         let placed = match device {
             Device::Cpu => cpu,
-            gpu => cpu.f_to_device(tch_device(gpu)).map_err(backend_error)?,
+            gpu => cpu.f_to_device(tch_device(gpu)).map_err(Error::framework)?,
         };
         Ok(forward::Input::tensor(name, placed))
     }
 
     fn output_from_torch(name: &str, tensor: tch::Tensor, inputs: &TensorMap) -> Result<Tensor> {
-        let kind = tensor.f_kind().map_err(backend_error)?;
+        let kind = tensor.f_kind().map_err(Error::framework)?;
         let dtype = dtype_of(kind).ok_or_else(|| {
-            backend_error(format!(
+            Error::framework(format!(
                 "output '{name}' has unsupported torch dtype {kind:?}"
             ))
         })?;
         let mut cpu = tensor
             .f_to_device(tch::Device::Cpu)
             .and_then(|t| t.f_contiguous())
-            .map_err(backend_error)?;
+            .map_err(Error::framework)?;
         let shape: Vec<usize> = cpu.size().iter().map(|&d| d as usize).collect();
         let nbytes = cpu.numel() * dtype.item_size().unwrap_or(1);
         // A model that returns (a view of) an input would hand back memory
         // the caller owns; copy it so outputs never alias inputs.
         if nbytes > 0 && points_into_inputs(inputs, cpu.data_ptr() as *const u8) {
-            let mut copy = cpu.f_empty_like().map_err(backend_error)?;
-            copy.f_copy_(&cpu).map_err(backend_error)?;
+            let mut copy = cpu.f_empty_like().map_err(Error::framework)?;
+            copy.f_copy_(&cpu).map_err(Error::framework)?;
             cpu = copy;
         }
         let ptr = cpu.data_ptr() as *const u8;
@@ -310,12 +303,12 @@ impl BackendModel for TorchScriptModel {
         let raw = forward::call(&self.module, &torch_inputs).map_err(|e| match e {
             // The caller's mistake: 400 / INVALID_ARGUMENT from a server.
             forward::CallError::MissingInput(message) => Error::InvalidInput(message),
-            forward::CallError::Failed(message) => backend_error(message),
+            forward::CallError::Failed { message, detail } => Error::backend(message, detail),
         })?;
         let mut outputs = TensorMap::new();
         let positional = raw.iter().filter(|o| o.name.is_empty()).count();
         if positional > 0 && positional != self.output_names.len() {
-            return Err(backend_error(format!(
+            return Err(Error::framework(format!(
                 "forward returned {positional} unnamed output(s) but the output spec has {} ({})",
                 self.output_names.len(),
                 self.output_names.join(", ")
@@ -326,7 +319,7 @@ impl BackendModel for TorchScriptModel {
                 (false, _) => output.name,
                 (true, Some(i)) if i < self.output_names.len() => self.output_names[i].clone(),
                 _ => {
-                    return Err(backend_error(
+                    return Err(Error::framework(
                         "forward returned an output with an empty name",
                     ))
                 }

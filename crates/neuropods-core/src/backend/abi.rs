@@ -14,7 +14,7 @@
 use std::ffi::c_void;
 
 /// Version of this ABI; a library built against another version is refused.
-pub const ABI_VERSION: u32 = 3;
+pub const ABI_VERSION: u32 = 4;
 
 /// Name of the symbol every backend library exports.
 pub const ENTRY_POINT: &str = "neuropods_backend_entry";
@@ -100,53 +100,6 @@ pub struct OwnedTensor {
     pub release: unsafe extern "C" fn(owner: *mut c_void),
 }
 
-/// What kind of failure a backend reports; mapped to [`crate::Error`].
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ErrorKind {
-    /// The framework failed.
-    Backend = 1,
-    /// The caller's tensors or options are wrong.
-    InvalidInput = 2,
-    /// The package's files are wrong (backend config, model file).
-    InvalidPackage = 3,
-    /// A bug, e.g. a caught panic.
-    Internal = 4,
-    /// The model needs packages the environment lacks.
-    RequirementsNotMet = 5,
-    /// The call was interrupted (Ctrl-C: Python's `KeyboardInterrupt`).
-    Interrupted = 6,
-    /// The model asked the process to exit (Python's `SystemExit`); the
-    /// message is the exit code or text.
-    Exit = 7,
-    /// Memory ran out, or a result would not fit in memory.
-    OutOfMemory = 8,
-    /// The framework's version is not one the backend or the model supports.
-    FrameworkVersion = 9,
-    /// The framework is not installed or cannot be opened (for backends
-    /// that open their framework themselves); the message is the detail,
-    /// the core adds what to install.
-    FrameworkNotFound = 10,
-}
-
-impl ErrorKind {
-    /// Decodes a kind; unknown codes are internal errors.
-    pub fn from_code(code: u32) -> ErrorKind {
-        match code {
-            1 => ErrorKind::Backend,
-            2 => ErrorKind::InvalidInput,
-            3 => ErrorKind::InvalidPackage,
-            5 => ErrorKind::RequirementsNotMet,
-            6 => ErrorKind::Interrupted,
-            7 => ErrorKind::Exit,
-            8 => ErrorKind::OutOfMemory,
-            9 => ErrorKind::FrameworkVersion,
-            10 => ErrorKind::FrameworkNotFound,
-            _ => ErrorKind::Internal,
-        }
-    }
-}
-
 /// Callbacks through which a backend returns results, errors and warnings.
 #[repr(C)]
 pub struct Sink {
@@ -154,8 +107,10 @@ pub struct Sink {
     pub ctx: *mut c_void,
     /// Receives one output tensor (the receiver now owns it).
     pub tensor: unsafe extern "C" fn(ctx: *mut c_void, tensor: OwnedTensor),
-    /// Receives the error of a failed call.
-    pub error: unsafe extern "C" fn(ctx: *mut c_void, kind: u32, message: StrRef),
+    /// Receives the error of a failed call: its [`crate::ErrorKind`]
+    /// code, the message a client may see, and the detail only a log
+    /// should (a traceback; empty if none).
+    pub error: unsafe extern "C" fn(ctx: *mut c_void, kind: u32, message: StrRef, detail: StrRef),
     /// Receives the error of a failed call that is a wrong field in one of
     /// the package's files (`0/config.json`): the file, the field's path and
     /// what is wrong with it, for the core to raise as a config error.

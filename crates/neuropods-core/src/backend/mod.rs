@@ -14,12 +14,12 @@ pub mod registry;
 use std::ffi::c_void;
 use std::path::Path;
 
-use abi::{BackendVTable, ErrorKind, LoadRequest, OwnedTensor, SharedAllocatorRef, Sink, StrRef};
+use abi::{BackendVTable, LoadRequest, OwnedTensor, SharedAllocatorRef, Sink, StrRef};
 use convert::{export_tensor, import_tensor, take_ownership};
 use load_request::ConfigParts;
 
 use crate::config::{ModelConfig, Platform};
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::tensor::TensorMap;
 
 /// Device and thread settings passed to a backend when loading.
@@ -59,8 +59,8 @@ struct Collected {
 
 /// An error as a backend reported it.
 enum Reported {
-    /// Through [`Sink::error`].
-    Kind(ErrorKind, String),
+    /// Through [`Sink::error`]: the kind's code, the message, the detail.
+    Kind(u32, String, String),
     /// Through [`Sink::config_error`].
     Config {
         file: String,
@@ -76,18 +76,21 @@ unsafe extern "C" fn on_tensor(ctx: *mut c_void, tensor: OwnedTensor) {
             collected.outputs.insert(name, tensor);
         }
         Err(e) => {
-            collected
-                .error
-                .get_or_insert(Reported::Kind(ErrorKind::Internal, e.to_string()));
+            collected.error.get_or_insert(Reported::Kind(
+                ErrorKind::Internal.code(),
+                e.to_string(),
+                String::new(),
+            ));
         }
     }
 }
 
-unsafe extern "C" fn on_error(ctx: *mut c_void, kind: u32, message: StrRef) {
+unsafe extern "C" fn on_error(ctx: *mut c_void, kind: u32, message: StrRef, detail: StrRef) {
     let collected = &mut *(ctx as *mut Collected);
     collected.error = Some(Reported::Kind(
-        ErrorKind::from_code(kind),
+        kind,
         message.to_string_lossy(),
+        detail.to_string_lossy(),
     ));
 }
 
@@ -121,9 +124,13 @@ impl Collected {
         }
     }
 
+    /// The core's error for what a backend reported: the platform and
+    /// the package are added here, once. A kind a backend has no business
+    /// reporting (one only the core raises) is kept as close as its message
+    /// allows.
     fn into_error(reported: Reported, platform: Platform, package: &Path) -> Error {
-        let (kind, message) = match reported {
-            Reported::Kind(kind, message) => (kind, message),
+        let (code, message, detail) = match reported {
+            Reported::Kind(code, message, detail) => (code, message, detail),
             Reported::Config {
                 file,
                 field,
@@ -136,30 +143,51 @@ impl Collected {
                 }
             }
         };
+        let kind = match ErrorKind::try_from(code) {
+            Ok(kind) => kind,
+            Err(unknown) => {
+                return Error::Internal(format!("backend reported {unknown}: {message}"))
+            }
+        };
+        let platform_name = platform.name().to_string();
+        let in_package = |reason: String| Error::InvalidPackage {
+            path: package.to_path_buf(),
+            reason,
+        };
         match kind {
-            ErrorKind::Backend => Error::Backend {
-                platform: platform.name().to_string(),
+            ErrorKind::Backend
+            | ErrorKind::BackendNotFound
+            | ErrorKind::UnsafeAfterFork
+            | ErrorKind::Worker => Error::Backend {
+                platform: platform_name,
                 message,
+                detail,
             },
-            ErrorKind::InvalidInput => Error::InvalidInput(message),
+            ErrorKind::UnknownTensor
+            | ErrorKind::DTypeMismatch
+            | ErrorKind::ShapeMismatch
+            | ErrorKind::InvalidInput => Error::InvalidInput(message),
+            ErrorKind::InvalidOption => Error::InvalidOption(message),
             ErrorKind::RequirementsNotMet => Error::RequirementsNotMet(message),
             ErrorKind::FrameworkVersion => Error::FrameworkVersion {
-                platform: platform.name().to_string(),
+                platform: platform_name,
                 detail: message,
             },
             ErrorKind::FrameworkNotFound => {
                 let info = registry::info(platform);
                 Error::FrameworkNotFound {
-                    platform: platform.name().to_string(),
+                    platform: platform_name,
                     framework: info.framework.to_string(),
                     hint: info.install_hint.to_string(),
                     detail: message,
                 }
             }
-            ErrorKind::InvalidPackage => Error::InvalidPackage {
-                path: package.to_path_buf(),
-                reason: message,
-            },
+            // A file of the package the backend could not read.
+            ErrorKind::PackageNotFound
+            | ErrorKind::InvalidConfig
+            | ErrorKind::InvalidPackage
+            | ErrorKind::Io => in_package(message),
+            ErrorKind::Serialization => Error::Serialization(message),
             ErrorKind::Internal => Error::Internal(message),
             ErrorKind::Interrupted => Error::Interrupted(message),
             ErrorKind::Exit => Error::Exit(message),
@@ -215,8 +243,9 @@ impl BackendModel {
         let handle = unsafe { (vtable.load)(&request, &sink) };
         if handle.is_null() {
             let reported = collected.error.take().unwrap_or(Reported::Kind(
-                ErrorKind::Internal,
+                ErrorKind::Internal.code(),
                 "backend failed to load the model without saying why".into(),
+                String::new(),
             ));
             return Err(Collected::into_error(reported, platform, package_root));
         }

@@ -8,8 +8,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 
 use super::abi::{
-    BackendVTable, ErrorKind, LoadRequest, OwnedTensor, SharedAllocatorRef, Sink, StrRef,
-    ABI_VERSION,
+    BackendVTable, LoadRequest, OwnedTensor, SharedAllocatorRef, Sink, StrRef, ABI_VERSION,
 };
 use super::convert::{export_tensor, import_tensor, take_ownership};
 use super::load_request::read_config;
@@ -97,53 +96,50 @@ pub trait Backend {
     fn load(ctx: &LoadContext) -> Result<Box<dyn BackendModel>>;
 }
 
-fn error_kind(err: &Error) -> ErrorKind {
-    match err {
-        Error::InvalidInput(_) | Error::Spec(_) => ErrorKind::InvalidInput,
-        Error::InvalidPackage { .. } | Error::Io { .. } => ErrorKind::InvalidPackage,
-        Error::Internal(_) => ErrorKind::Internal,
-        Error::RequirementsNotMet(_) => ErrorKind::RequirementsNotMet,
-        Error::Interrupted(_) => ErrorKind::Interrupted,
-        Error::Exit(_) => ErrorKind::Exit,
-        Error::OutOfMemory(_) => ErrorKind::OutOfMemory,
-        Error::FrameworkVersion { .. } => ErrorKind::FrameworkVersion,
-        Error::FrameworkNotFound { .. } => ErrorKind::FrameworkNotFound,
-        _ => ErrorKind::Backend,
-    }
-}
-
+/// Reports `err` through the sink: its kind, and its message without what
+/// the core adds back on its side (the platform, the package's path).
 unsafe fn report(sink: &Sink, err: &Error) {
-    if let Error::InvalidConfig {
-        file,
-        field,
-        reason,
-    } = err
-    {
-        (sink.config_error)(
-            sink.ctx,
-            StrRef::new(file),
-            StrRef::new(field),
-            StrRef::new(reason),
-        );
-        return;
-    }
     let message = match err {
-        // The core adds the platform name; send the framework's own words.
+        Error::InvalidConfig {
+            file,
+            field,
+            reason,
+        } => {
+            (sink.config_error)(
+                sink.ctx,
+                StrRef::new(file),
+                StrRef::new(field),
+                StrRef::new(reason),
+            );
+            return;
+        }
         Error::Backend { message, .. } => message.clone(),
-        Error::Internal(message)
-        | Error::InvalidInput(message)
-        | Error::RequirementsNotMet(message)
-        | Error::Interrupted(message)
-        | Error::Exit(message)
-        | Error::OutOfMemory(message) => message.clone(),
         Error::FrameworkVersion { detail, .. } | Error::FrameworkNotFound { detail, .. } => {
             detail.clone()
         }
-        // The core names the package again on its side.
         Error::InvalidPackage { reason, .. } => reason.clone(),
-        other => other.to_string(),
+        Error::Internal(message)
+        | Error::InvalidInput(message)
+        | Error::InvalidOption(message)
+        | Error::RequirementsNotMet(message)
+        | Error::Serialization(message)
+        | Error::Interrupted(message)
+        | Error::Exit(message)
+        | Error::OutOfMemory(message) => message.clone(),
+        Error::PackageNotFound { .. }
+        | Error::Spec(_)
+        | Error::BackendNotFound { .. }
+        | Error::UnsafeAfterFork { .. }
+        | Error::Io { .. }
+        | Error::Worker { .. } => err.to_string(),
     };
-    (sink.error)(sink.ctx, error_kind(err) as u32, StrRef::new(&message));
+    let detail = err.detail().unwrap_or_default();
+    (sink.error)(
+        sink.ctx,
+        err.kind().code(),
+        StrRef::new(&message),
+        StrRef::new(detail),
+    );
 }
 
 /// Runs `f`, turning a panic into [`Error::Internal`].

@@ -19,7 +19,8 @@ use std::path::PathBuf;
 
 use neuropods_ope::arena::SegmentId;
 
-use crate::error::Error;
+use crate::bytes::ByteReader;
+use crate::error::{Error, ErrorKind};
 use crate::tensor::DType;
 
 /// Caller to worker: load the package.
@@ -185,73 +186,66 @@ impl Writer {
         }
     }
 
-    /// Appends an error, keeping its kind and every field, so that the
-    /// caller rebuilds the very error the worker had.
+    /// Appends an error: its kind's code ([`ErrorKind`]) and its fields,
+    /// so that the caller rebuilds the very error the worker had.
     pub fn error(&mut self, err: &Error) {
-        let (code, fields): (u32, Vec<String>) = match err {
-            Error::PackageNotFound { path } => (0, vec![path_text(path)]),
+        let text = |s: &str| s.to_string();
+        let fields: Vec<String> = match err {
+            Error::PackageNotFound { path } => vec![path_text(path)],
             Error::InvalidConfig {
                 file,
                 field,
                 reason,
-            } => (1, vec![file.clone(), field.clone(), reason.clone()]),
-            Error::InvalidPackage { path, reason } => (2, vec![path_text(path), reason.clone()]),
-            Error::InvalidInput(m) => (3, vec![m.clone()]),
-            Error::InvalidOption(m) => (4, vec![m.clone()]),
+            } => vec![text(file), text(field), text(reason)],
+            Error::InvalidPackage { path, reason } => vec![path_text(path), text(reason)],
+            Error::InvalidInput(m)
+            | Error::InvalidOption(m)
+            | Error::RequirementsNotMet(m)
+            | Error::Serialization(m)
+            | Error::Interrupted(m)
+            | Error::Exit(m)
+            | Error::OutOfMemory(m)
+            | Error::Internal(m) => vec![text(m)],
             Error::BackendNotFound {
                 platform,
                 library,
                 searched,
-            } => (5, vec![platform.clone(), library.clone(), searched.clone()]),
+            } => vec![text(platform), text(library), text(searched)],
             Error::FrameworkNotFound {
                 platform,
                 framework,
                 hint,
                 detail,
-            } => (
-                6,
-                vec![
-                    platform.clone(),
-                    framework.clone(),
-                    hint.clone(),
-                    detail.clone(),
-                ],
-            ),
-            Error::FrameworkVersion { platform, detail } => {
-                (7, vec![platform.clone(), detail.clone()])
-            }
-            Error::RequirementsNotMet(m) => (8, vec![m.clone()]),
-            Error::Backend { platform, message } => (9, vec![platform.clone(), message.clone()]),
+            } => vec![text(platform), text(framework), text(hint), text(detail)],
+            Error::FrameworkVersion { platform, detail } => vec![text(platform), text(detail)],
+            Error::Backend {
+                platform,
+                message,
+                detail,
+            } => vec![text(platform), text(message), text(detail)],
             Error::UnsafeAfterFork {
                 platform,
                 pid,
                 pools_pid,
                 safe_setting,
-            } => (
-                10,
-                vec![
-                    platform.clone(),
-                    pid.to_string(),
-                    pools_pid.to_string(),
-                    safe_setting.clone(),
-                ],
-            ),
-            Error::Serialization(m) => (11, vec![m.clone()]),
-            Error::Io { path, source } => (12, vec![path_text(path), source.to_string()]),
-            Error::Interrupted(m) => (13, vec![m.clone()]),
-            Error::Exit(m) => (14, vec![m.clone()]),
-            Error::OutOfMemory(m) => (15, vec![m.clone()]),
-            Error::Worker { model, detail } => (16, vec![model.clone(), detail.clone()]),
-            Error::Internal(m) => (17, vec![m.clone()]),
-            // The worker checks no spec (the caller does); anything else
-            // is a bug, passed on as one.
-            other => (17, vec![other.to_string()]),
+            } => vec![
+                text(platform),
+                pid.to_string(),
+                pools_pid.to_string(),
+                text(safe_setting),
+            ],
+            Error::Io { path, source } => vec![path_text(path), source.to_string()],
+            Error::Worker { model, detail } => vec![text(model), text(detail)],
+            // The worker checks no spec (the caller does): one here is a
+            // bug, passed on as one.
+            Error::Spec(spec) => {
+                self.u32(ErrorKind::Internal.code());
+                self.strings(&[spec.to_string()]);
+                return;
+            }
         };
-        self.u32(code);
-        self.u32(fields.len() as u32);
-        for f in &fields {
-            self.text(f);
-        }
+        self.u32(err.kind().code());
+        self.strings(&fields);
     }
 }
 
@@ -261,8 +255,7 @@ fn path_text(path: &std::path::Path) -> String {
 
 /// Reads a message; every failure says what was malformed.
 pub struct Reader<'a> {
-    bytes: &'a [u8],
-    pos: usize,
+    bytes: ByteReader<'a>,
 }
 
 /// A malformed message.
@@ -271,15 +264,17 @@ pub type WireError = String;
 impl<'a> Reader<'a> {
     /// Reads the tag and header.
     pub fn new(bytes: &'a [u8]) -> Result<(u8, Header, Reader<'a>), WireError> {
-        let mut r = Reader { bytes, pos: 0 };
-        let tag = r.take(1, "tag")?.first().copied().unwrap_or(0);
+        let mut r = Reader {
+            bytes: ByteReader::new(bytes),
+        };
+        let tag = r.bytes.u8("tag")?;
         let mut header = Header::default();
         let n = r.count(17, "segments")?;
         for _ in 0..n {
             header.new_segments.push(NewSegment {
                 id: r.u64()?,
                 len: r.u64()?,
-                single_use: r.take(1, "single_use")?.first() == Some(&1),
+                single_use: r.bytes.u8("single_use")? == 1,
             });
         }
         for ids in [&mut header.given_back, &mut header.forgotten] {
@@ -291,30 +286,14 @@ impl<'a> Reader<'a> {
         Ok((tag, header, r))
     }
 
-    fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], WireError> {
-        let end = self.pos.checked_add(n).filter(|&e| e <= self.bytes.len());
-        let Some(end) = end else {
-            return Err(format!(
-                "message ends inside {what} (at byte {} of {})",
-                self.pos,
-                self.bytes.len()
-            ));
-        };
-        let slice = self.bytes.get(self.pos..end).unwrap_or_default();
-        self.pos = end;
-        Ok(slice)
-    }
-
     /// Reads a u32.
     pub fn u32(&mut self) -> Result<u32, WireError> {
-        let b = self.take(4, "a u32")?;
-        Ok(u32::from_le_bytes(b.try_into().unwrap_or_default()))
+        self.bytes.u32("a u32")
     }
 
     /// Reads a u64.
     pub fn u64(&mut self) -> Result<u64, WireError> {
-        let b = self.take(8, "a u64")?;
-        Ok(u64::from_le_bytes(b.try_into().unwrap_or_default()))
+        self.bytes.u64("a u64")
     }
 
     fn opt(&mut self) -> Result<Option<u32>, WireError> {
@@ -322,20 +301,14 @@ impl<'a> Reader<'a> {
         Ok((v != u64::MAX).then(|| u32::try_from(v).unwrap_or(u32::MAX)))
     }
 
-    /// A count of items of at least `min_len` bytes each, checked against
-    /// what is left (so that no claimed count allocates more than that).
     fn count(&mut self, min_len: usize, what: &str) -> Result<usize, WireError> {
-        let n = self.u32()? as usize;
-        if n.saturating_mul(min_len) > self.bytes.len() - self.pos {
-            return Err(format!("message claims {n} {what}, more than it holds"));
-        }
-        Ok(n)
+        self.bytes.count(min_len, what)
     }
 
     /// Reads a string.
     pub fn str(&mut self) -> Result<String, WireError> {
         let n = self.u32()? as usize;
-        let b = self.take(n, "a string")?;
+        let b = self.bytes.take(n, "a string")?;
         String::from_utf8(b.to_vec()).map_err(|_| "a string is not UTF-8".to_string())
     }
 
@@ -382,81 +355,88 @@ impl<'a> Reader<'a> {
         (0..n).map(|_| self.str()).collect()
     }
 
-    /// Reads an error written by [`Writer::error`].
+    /// Reads an error written by [`Writer::error`]. A kind this side does
+    /// not know becomes [`Error::Internal`] naming it; fields missing or
+    /// left over are a malformed message.
     pub fn error(&mut self) -> Result<Error, WireError> {
         let code = self.u32()?;
-        let n = self.count(4, "error fields")?;
-        let mut fields = (0..n).map(|_| self.str()).collect::<Result<Vec<_>, _>>()?;
-        let expected = match code {
-            0 | 3 | 4 | 8 | 11 | 13 | 14 | 15 | 17 => 1,
-            2 | 7 | 9 | 12 | 16 => 2,
-            1 | 5 => 3,
-            6 | 10 => 4,
-            _ => return Err(format!("unknown error kind {code}")),
+        let mut fields = self.strings()?.into_iter();
+        let Ok(kind) = ErrorKind::try_from(code) else {
+            let message = fields.next().unwrap_or_default();
+            return Ok(Error::Internal(format!(
+                "the worker sent error kind {code}: {message}"
+            )));
         };
-        if fields.len() != expected {
-            return Err(format!(
-                "error kind {code} has {} fields, not {expected}",
-                fields.len()
-            ));
-        }
-        let mut next = || fields.remove(0);
+        let mut next = || {
+            fields
+                .next()
+                .ok_or_else(|| format!("error kind {code} has too few fields"))
+        };
         let pid = |s: String| s.parse::<u32>().unwrap_or(0);
-        Ok(match code {
-            0 => Error::PackageNotFound {
-                path: next().into(),
+        let err = match kind {
+            ErrorKind::PackageNotFound => Error::PackageNotFound {
+                path: next()?.into(),
             },
-            1 => Error::InvalidConfig {
-                file: next(),
-                field: next(),
-                reason: next(),
+            ErrorKind::InvalidConfig => Error::InvalidConfig {
+                file: next()?,
+                field: next()?,
+                reason: next()?,
             },
-            2 => Error::InvalidPackage {
-                path: next().into(),
-                reason: next(),
+            ErrorKind::InvalidPackage => Error::InvalidPackage {
+                path: next()?.into(),
+                reason: next()?,
             },
-            3 => Error::InvalidInput(next()),
-            4 => Error::InvalidOption(next()),
-            5 => Error::BackendNotFound {
-                platform: next(),
-                library: next(),
-                searched: next(),
+            // Never sent (see `Writer::error`): read as what it says.
+            ErrorKind::UnknownTensor
+            | ErrorKind::DTypeMismatch
+            | ErrorKind::ShapeMismatch
+            | ErrorKind::InvalidInput => Error::InvalidInput(next()?),
+            ErrorKind::InvalidOption => Error::InvalidOption(next()?),
+            ErrorKind::BackendNotFound => Error::BackendNotFound {
+                platform: next()?,
+                library: next()?,
+                searched: next()?,
             },
-            6 => Error::FrameworkNotFound {
-                platform: next(),
-                framework: next(),
-                hint: next(),
-                detail: next(),
+            ErrorKind::FrameworkNotFound => Error::FrameworkNotFound {
+                platform: next()?,
+                framework: next()?,
+                hint: next()?,
+                detail: next()?,
             },
-            7 => Error::FrameworkVersion {
-                platform: next(),
-                detail: next(),
+            ErrorKind::FrameworkVersion => Error::FrameworkVersion {
+                platform: next()?,
+                detail: next()?,
             },
-            8 => Error::RequirementsNotMet(next()),
-            9 => Error::Backend {
-                platform: next(),
-                message: next(),
+            ErrorKind::RequirementsNotMet => Error::RequirementsNotMet(next()?),
+            ErrorKind::Backend => Error::Backend {
+                platform: next()?,
+                message: next()?,
+                detail: next()?,
             },
-            10 => Error::UnsafeAfterFork {
-                platform: next(),
-                pid: pid(next()),
-                pools_pid: pid(next()),
-                safe_setting: next(),
+            ErrorKind::UnsafeAfterFork => Error::UnsafeAfterFork {
+                platform: next()?,
+                pid: pid(next()?),
+                pools_pid: pid(next()?),
+                safe_setting: next()?,
             },
-            11 => Error::Serialization(next()),
-            12 => Error::Io {
-                path: next().into(),
-                source: std::io::Error::other(next()),
+            ErrorKind::Serialization => Error::Serialization(next()?),
+            ErrorKind::Io => Error::Io {
+                path: next()?.into(),
+                source: std::io::Error::other(next()?),
             },
-            13 => Error::Interrupted(next()),
-            14 => Error::Exit(next()),
-            15 => Error::OutOfMemory(next()),
-            16 => Error::Worker {
-                model: next(),
-                detail: next(),
+            ErrorKind::Interrupted => Error::Interrupted(next()?),
+            ErrorKind::Exit => Error::Exit(next()?),
+            ErrorKind::OutOfMemory => Error::OutOfMemory(next()?),
+            ErrorKind::Worker => Error::Worker {
+                model: next()?,
+                detail: next()?,
             },
-            _ => Error::Internal(next()),
-        })
+            ErrorKind::Internal => Error::Internal(next()?),
+        };
+        if fields.next().is_some() {
+            return Err(format!("error kind {code} has too many fields"));
+        }
+        Ok(err)
     }
 }
 
@@ -478,7 +458,8 @@ mod tests {
         let errors = vec![
             Error::Backend {
                 platform: "python".into(),
-                message: "Traceback...\nValueError: no".into(),
+                message: "ValueError: no".into(),
+                detail: "Traceback...\nValueError: no".into(),
             },
             Error::InvalidConfig {
                 file: "config.json".into(),
@@ -498,9 +479,36 @@ mod tests {
             },
         ];
         for err in errors {
-            let text = err.to_string();
+            let (text, kind) = (err.to_string(), err.kind());
+            let detail = err.detail().map(str::to_string);
             let back = roundtrip(err);
             assert_eq!(back.to_string(), text);
+            assert_eq!(
+                (back.kind(), back.detail().map(str::to_string)),
+                (kind, detail)
+            );
+        }
+    }
+
+    fn read_error(code: u32, fields: &[&str]) -> Result<Error, WireError> {
+        let mut w = Writer::new(FAILED, &Header::default());
+        w.u32(code);
+        w.strings(&fields.iter().map(|f| f.to_string()).collect::<Vec<_>>());
+        let bytes = w.finish();
+        let (_, _, mut r) = Reader::new(&bytes).unwrap();
+        r.error()
+    }
+
+    #[test]
+    fn an_error_with_fields_missing_or_left_over_or_an_unknown_kind_is_named() {
+        let code = ErrorKind::Backend.code();
+        let few = read_error(code, &["python", "no"]).unwrap_err();
+        assert!(few.contains("too few fields"), "{few}");
+        let many = read_error(ErrorKind::Exit.code(), &["3", "4"]).unwrap_err();
+        assert!(many.contains("too many fields"), "{many}");
+        match read_error(999, &["from the future"]).unwrap() {
+            Error::Internal(m) => assert!(m.contains("kind 999: from the future"), "{m}"),
+            other => panic!("{other:?}"),
         }
     }
 
