@@ -24,6 +24,8 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
+import neuropods_native
+
 import models_for_tests as M
 from helpers import ADD_INPUT_SPEC, ADD_OUTPUT_SPEC, python_package, spec
 from neuropods.loader import load_neuropod
@@ -238,6 +240,11 @@ def test_serve_has_help():
     for flag in ("--http-port", "--grpc-port", "--max-batch-size", "--max-queue-delay-us", "--instances",
                  "--use-ope", "--host"):
         assert flag in result.stdout
+    # The defaults shown are the server's own (one source: its Default impls).
+    defaults = neuropods_native.serve_defaults()
+    assert defaults["http_port"] == 8000 and defaults["max_queue_delay_us"] == 500, defaults
+    for name in ("http_port", "grpc_port", "max_queue_delay_us", "max_body_bytes", "idle_timeout_s"):
+        assert f"(default {defaults[name]})" in " ".join(result.stdout.split()), name
 
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
@@ -473,6 +480,14 @@ def test_error_classes_over_each_protocol(error_server, protocol):
     with pytest.raises(InferenceServerException) as e:
         client_infer(client, protocol, "raising", {"x": np.full(3, 50, np.float32)})
     assert expect["backend"] in str(e.value.status()) and "input sum exceeds the limit of 100" in str(e.value)
+    # The client is told the exception's own line; the TorchScript stack,
+    # with the packager's source paths, goes to the server's log only.
+    assert "builtins.ValueError: input sum exceeds the limit of 100" in str(e.value), e.value
+    assert "Traceback" not in str(e.value) and "models_for_tests.py" not in str(e.value), e.value
+    deadline = time.monotonic() + 10
+    while "Traceback of TorchScript" not in error_server.stderr and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "Traceback of TorchScript" in error_server.stderr and "models_for_tests.py" in error_server.stderr
     big = np.ones(4096, np.float32)
     with pytest.raises(InferenceServerException) as e:
         client_infer(client, protocol, "addition_model", {"x": big, "y": big})
@@ -729,9 +744,49 @@ def test_a_request_head_or_body_that_does_not_arrive_in_time_is_cut_off(serve, a
         assert answer.startswith(b"HTTP/1.1 408"), answer
         assert b"the request body did not arrive in time" in answer
         assert time.monotonic() - started < 4
+    # A gRPC message that stops arriving: its stream is answered once the
+    # deadline passes (before, HTTP/2 pings kept a silent client's stream
+    # open forever). By hand, HTTP/2 frames: the preface, SETTINGS, the
+    # request's HEADERS, then a DATA frame with a gRPC message claiming
+    # 1000 bytes of which 3 ever come.
+    def frame(kind, flags, stream, payload=b""):
+        return len(payload).to_bytes(3, "big") + bytes([kind, flags]) + stream.to_bytes(4, "big") + payload
+
+    def literal(name, value):  # HPACK: literal header, new name, no Huffman
+        return b"\0" + bytes([len(name)]) + name + bytes([len(value)]) + value
+
+    headers = b"".join(literal(n, v) for n, v in [
+        (b":method", b"POST"), (b":scheme", b"http"), (b":path", b"/inference.GRPCInferenceService/ModelInfer"),
+        (b":authority", b"x"), (b"content-type", b"application/grpc"), (b"te", b"trailers")])
+    host, port = server.grpc.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + frame(4, 0, 0) + frame(1, 0x4, 1, headers)
+                     + frame(0, 0, 1, b"\0" + (1000).to_bytes(4, "big") + b"abc"))
+        started = time.monotonic()
+        received, answered = b"", False
+        while not answered and time.monotonic() - started < 8:
+            sock.settimeout(0.5)
+            try:
+                chunk = sock.recv(65536)
+            except socket.timeout:
+                continue
+            if not chunk:
+                break
+            received += chunk
+            while len(received) >= 9 and len(received) >= 9 + int.from_bytes(received[:3], "big"):
+                length, kind, flags = int.from_bytes(received[:3], "big"), received[3], received[4]
+                stream = int.from_bytes(received[5:9], "big") & 0x7FFFFFFF
+                if kind == 4 and not flags & 1:
+                    sock.sendall(frame(4, 1, 0))  # SETTINGS ack
+                # The stream's trailers (HEADERS with END_STREAM), or a reset.
+                answered |= stream == 1 and (kind == 1 and flags & 1 or kind == 3)
+                received = received[9 + length:]
+        assert answered, "the stalled gRPC request was never answered"
+        assert time.monotonic() - started < 5
     text = http_get(server.url("/metrics"))[1].decode()
     assert metric(text, "neuropods_connections_closed_total", protocol="http", reason="header_timeout") >= 1
     assert metric(text, "neuropods_connections_closed_total", protocol="http", reason="body_timeout") >= 1
+    assert metric(text, "neuropods_connections_closed_total", protocol="grpc", reason="body_timeout") >= 1
 
 
 def test_shutdown_finishes_requests_in_flight(serve, slow):

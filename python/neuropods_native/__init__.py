@@ -5,7 +5,8 @@ package and runs it;
 ``serialize``/``deserialize`` read and write the core's tensor format;
 ``inspect(path)`` describes a package without loading its model;
 ``serve(paths, ...)`` serves packages over the Open Inference Protocol
-until SIGINT/SIGTERM (``neuropods serve``).
+until SIGINT/SIGTERM (``neuropods serve``), with ``serve_defaults()`` for
+every option not given.
 """
 
 from . import _frameworks, errors
@@ -18,6 +19,7 @@ from ._native import (
     inspect,
     serialize,
     serve,
+    serve_defaults,
     write_manifest,
 )
 from .errors import *  # noqa: F401,F403  (exception classes are part of the API)
@@ -35,6 +37,7 @@ __all__ = [
     "write_manifest",
     "inspect",
     "serve",
+    "serve_defaults",
     "__version__",
     *errors.__all__,
 ]

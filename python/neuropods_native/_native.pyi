@@ -16,6 +16,7 @@ __all__ = [
     "write_manifest",
     "inspect",
     "serve",
+    "serve_defaults",
     "_panic_for_tests",
     "__version__",
 ]
@@ -62,17 +63,18 @@ def inspect(path: Union[str, "PathLike[str]"]) -> Dict[str, Any]: ...
 def serve(
     packages: List[Union[str, "PathLike[str]"]],
     *,
-    host: str = "127.0.0.1",
-    http_port: Optional[int] = 8000,
-    grpc_port: Optional[int] = 8001,
-    instances: int = 1,
+    # Defaults not written here are the server's own: serve_defaults().
+    host: Optional[str] = None,
+    http_port: Optional[int] = ...,
+    grpc_port: Optional[int] = ...,
+    instances: Optional[int] = None,
     max_batch_size: int = 0,
-    max_queue_delay_us: int = 500,
-    max_body_bytes: int = 67108864,
-    drain_timeout_s: float = 30.0,
-    header_timeout_s: float = 30.0,
-    idle_timeout_s: float = 60.0,
-    body_timeout_s: float = 10.0,
+    max_queue_delay_us: Optional[int] = None,
+    max_body_bytes: Optional[int] = None,
+    drain_timeout_s: Optional[float] = None,
+    header_timeout_s: Optional[float] = None,
+    idle_timeout_s: Optional[float] = None,
+    body_timeout_s: Optional[float] = None,
     max_idle_connections: Optional[int] = None,
     visible_gpu: Optional[int] = None,
     intra_op_threads: Optional[int] = None,
@@ -81,5 +83,6 @@ def serve(
     use_ope: bool = False,
     ope_python: Union[str, "PathLike[str]", None] = None,
 ) -> None: ...
+def serve_defaults() -> Dict[str, Any]: ...
 def write_manifest(package_dir: Union[str, "PathLike[str]"]) -> None: ...
 def _panic_for_tests() -> None: ...

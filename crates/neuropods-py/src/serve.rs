@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use neuropods_server::{BatchSettings, ConnectionLimits, ModelSettings, Repository, ServerConfig};
 use pyo3::prelude::*;
+use pyo3::types::PyDict;
 
 use crate::errors::{guard, CoreError, ErrorClass};
 use crate::model::{use_ope_flag, verify_manifest_flag, LoadArgs};
@@ -19,17 +20,11 @@ use crate::model::{use_ope_flag, verify_manifest_flag, LoadArgs};
 /// SIGTERM no longer ends this process by default (tokio's handler stays):
 /// meant for a process that serves until it exits, as `neuropods serve`.
 #[pyfunction]
-#[pyo3(
-    text_signature = "(packages, *, host='127.0.0.1', http_port=8000, grpc_port=8001, \
-    instances=1, max_batch_size=0, max_queue_delay_us=500, max_body_bytes=67108864, \
-    drain_timeout_s=30.0, header_timeout_s=30.0, idle_timeout_s=60.0, body_timeout_s=10.0, \
-    max_idle_connections=None, visible_gpu=None, intra_op_threads=None, inter_op_threads=None, \
-    verify_manifest=False, use_ope=False, ope_python=None)"
-)]
 #[pyo3(signature = (
-    packages, *, host = "127.0.0.1".to_string(), http_port = Some(8000), grpc_port = Some(8001),
-    instances = 1, max_batch_size = 0, max_queue_delay_us = 500, max_body_bytes = 64 << 20,
-    drain_timeout_s = 30.0, header_timeout_s = 30.0, idle_timeout_s = 60.0, body_timeout_s = 10.0,
+    packages, *, host = None, http_port = ServerConfig::default().http_port,
+    grpc_port = ServerConfig::default().grpc_port, instances = None, max_batch_size = 0,
+    max_queue_delay_us = None, max_body_bytes = None, drain_timeout_s = None,
+    header_timeout_s = None, idle_timeout_s = None, body_timeout_s = None,
     max_idle_connections = None, visible_gpu = None, intra_op_threads = None,
     inter_op_threads = None, verify_manifest = false, use_ope = false, ope_python = None
 ))]
@@ -37,17 +32,17 @@ use crate::model::{use_ope_flag, verify_manifest_flag, LoadArgs};
 pub fn serve(
     py: Python<'_>,
     packages: Vec<PathBuf>,
-    host: String,
+    host: Option<String>,
     http_port: Option<u16>,
     grpc_port: Option<u16>,
-    instances: usize,
+    instances: Option<usize>,
     max_batch_size: usize,
-    max_queue_delay_us: u64,
-    max_body_bytes: usize,
-    drain_timeout_s: f64,
-    header_timeout_s: f64,
-    idle_timeout_s: f64,
-    body_timeout_s: f64,
+    max_queue_delay_us: Option<u64>,
+    max_body_bytes: Option<usize>,
+    drain_timeout_s: Option<f64>,
+    header_timeout_s: Option<f64>,
+    idle_timeout_s: Option<f64>,
+    body_timeout_s: Option<f64>,
     max_idle_connections: Option<usize>,
     visible_gpu: Option<&Bound<'_, PyAny>>,
     intra_op_threads: Option<&Bound<'_, PyAny>>,
@@ -70,38 +65,43 @@ pub fn serve(
         if packages.is_empty() {
             return Err(invalid("serve needs at least one package".into()));
         }
-        if instances == 0 {
+        if instances == Some(0) {
             return Err(invalid("instances must be at least 1".into()));
         }
         if http_port.is_none() && grpc_port.is_none() {
             return Err(invalid("give an HTTP port, a gRPC port or both".into()));
         }
-        let seconds = |name: &str, value: f64| {
-            Duration::try_from_secs_f64(value)
-                .map_err(|_| invalid(format!("{name} must be >= 0, got {value}")))
+        // Every value not given is the server's own default.
+        let server = ServerConfig::default();
+        let limits = server.connections;
+        let seconds = |name: &str, value: Option<f64>, default: Duration| match value {
+            None => Ok(default),
+            Some(value) => Duration::try_from_secs_f64(value)
+                .map_err(|_| invalid(format!("{name} must be >= 0, got {value}"))),
         };
-        let drain_timeout = seconds("drain_timeout_s", drain_timeout_s)?;
-        let defaults = ConnectionLimits::default();
         let connections = ConnectionLimits {
-            header_timeout: seconds("header_timeout_s", header_timeout_s)?,
-            idle_timeout: seconds("idle_timeout_s", idle_timeout_s)?,
-            body_grace: seconds("body_timeout_s", body_timeout_s)?,
-            max_idle: max_idle_connections.unwrap_or(defaults.max_idle),
-            ..defaults
+            header_timeout: seconds("header_timeout_s", header_timeout_s, limits.header_timeout)?,
+            idle_timeout: seconds("idle_timeout_s", idle_timeout_s, limits.idle_timeout)?,
+            body_grace: seconds("body_timeout_s", body_timeout_s, limits.body_grace)?,
+            max_idle: max_idle_connections.unwrap_or(limits.max_idle),
+            ..limits
         };
         let settings = ModelSettings {
-            instances,
+            instances: instances.unwrap_or(ModelSettings::default().instances),
             batching: (max_batch_size > 0).then_some(BatchSettings {
                 max_batch_size,
-                max_queue_delay: Duration::from_micros(max_queue_delay_us),
+                max_queue_delay: max_queue_delay_us.map_or(
+                    BatchSettings::DEFAULT_MAX_QUEUE_DELAY,
+                    Duration::from_micros,
+                ),
             }),
         };
         let config = ServerConfig {
-            host,
+            host: host.unwrap_or(server.host),
             http_port,
             grpc_port,
-            max_body_bytes,
-            drain_timeout,
+            max_body_bytes: max_body_bytes.unwrap_or(server.max_body_bytes),
+            drain_timeout: seconds("drain_timeout_s", drain_timeout_s, server.drain_timeout)?,
             connections,
         };
         neuropods_server::init_logging();
@@ -113,4 +113,33 @@ pub fn serve(
         py.detach(|| neuropods_server::run_until_signal(repository, config))
             .map_err(|message| ErrorClass::Io.new_err(message))
     })
+}
+
+/// The server's defaults, for the CLI's options and their help: the one
+/// source of them is the server's `Default`s.
+#[pyfunction]
+pub fn serve_defaults(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
+    let server = ServerConfig::default();
+    let limits = server.connections;
+    let defaults = PyDict::new(py);
+    defaults.set_item("host", server.host)?;
+    defaults.set_item("http_port", server.http_port)?;
+    defaults.set_item("grpc_port", server.grpc_port)?;
+    defaults.set_item("instances", ModelSettings::default().instances)?;
+    defaults.set_item("max_batch_size", 0)?;
+    defaults.set_item(
+        "max_queue_delay_us",
+        BatchSettings::DEFAULT_MAX_QUEUE_DELAY.as_micros() as u64,
+    )?;
+    defaults.set_item("max_body_bytes", server.max_body_bytes)?;
+    defaults.set_item("drain_timeout_s", server.drain_timeout.as_secs_f64())?;
+    defaults.set_item("header_timeout_s", limits.header_timeout.as_secs_f64())?;
+    defaults.set_item("idle_timeout_s", limits.idle_timeout.as_secs_f64())?;
+    defaults.set_item("body_timeout_s", limits.body_grace.as_secs_f64())?;
+    defaults.set_item(
+        "body_min_bytes_per_second",
+        limits.body_min_bytes_per_second,
+    )?;
+    defaults.set_item("max_idle_connections", limits.max_idle)?;
+    Ok(defaults)
 }

@@ -21,8 +21,22 @@ use neuropods_core::{DType, Dim, ModelConfig, Tensor, TensorMap};
 use tokio::sync::oneshot;
 
 use crate::error::RequestError;
+use crate::instances::Instances;
 use crate::metrics::Metrics;
-use crate::repository::{BatchSettings, Instances};
+
+/// Dynamic batching: concurrent requests to one model run as one call.
+#[derive(Clone, Copy, Debug)]
+pub struct BatchSettings {
+    /// Most rows (entries of the batch dim) one run takes.
+    pub max_batch_size: usize,
+    /// Longest a request waits for others to join its batch.
+    pub max_queue_delay: Duration,
+}
+
+impl BatchSettings {
+    /// The queue delay when none is given.
+    pub const DEFAULT_MAX_QUEUE_DELAY: Duration = Duration::from_micros(500);
+}
 
 /// The symbol that is the first dim of every input and output of `config`
 /// and appears nowhere else, which makes the model batchable; otherwise

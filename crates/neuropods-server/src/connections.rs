@@ -14,8 +14,13 @@
 //!   accepting fails for want of descriptors, the one idle longest is
 //!   closed; a connection idle for `idle_timeout` is closed (HTTP/2 has no
 //!   head deadline between requests).
-//! - **Bodies**: `rest.rs` reads a body against a deadline that grows with
-//!   the bytes received ([`ConnectionLimits::body_deadline`]).
+//! - **Bodies**: every request's body, on both protocols, must arrive by a
+//!   deadline that grows with the bytes received
+//!   ([`ConnectionLimits::body_deadline`]): one total deadline at a minimum
+//!   rate, which a byte now and then does not reset ([`DeadlineBody`]).
+//!   A body past it ends in an error: 408 over HTTP, `DEADLINE_EXCEEDED`
+//!   over gRPC (where HTTP/2 pings alone would keep a live but silent
+//!   client's stream open forever).
 //! - HTTP/2 connections are pinged every `idle_timeout / 2` and closed when
 //!   a ping goes unanswered.
 //!
@@ -217,6 +222,7 @@ impl Tracker {
                 "idle_cap" => "the oldest of more idle connections than the server keeps",
                 "idle_timeout" => "idle too long",
                 "header_timeout" => "no whole request head within the deadline",
+                "body_timeout" => "a request body below the minimum rate",
                 _ => reason,
             }
         );
@@ -236,12 +242,110 @@ fn close_oldest_idle(entries: &mut HashMap<u64, Entry>) {
     }
 }
 
-/// A service that tells the tracker when each request starts and ends.
+/// A service that tells the tracker when each request starts and ends,
+/// and gives each request's body its deadline.
 #[derive(Clone)]
 struct Tracked<S> {
     inner: S,
     tracker: Arc<Tracker>,
     id: u64,
+    protocol: &'static str,
+}
+
+/// Why a request body ended early: it did not arrive by its deadline.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the request body did not arrive in time: {received} bytes in {seconds:.1} s, below the \
+     minimum rate of {rate} bytes/s"
+)]
+pub struct BodyTimeout {
+    received: usize,
+    seconds: f64,
+    rate: u64,
+}
+
+/// A request body that must arrive by its deadline, which grows with the
+/// bytes received ([`ConnectionLimits::body_deadline`]). The timer is made
+/// only when the body makes the request wait: a body that is there at
+/// once (most are) costs no timer.
+pub struct DeadlineBody {
+    inner: Incoming,
+    tracker: Arc<Tracker>,
+    protocol: &'static str,
+    started: Instant,
+    received: usize,
+    timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    timed_out: bool,
+}
+
+impl DeadlineBody {
+    fn timeout(&mut self) -> Box<dyn std::error::Error + Send + Sync> {
+        self.timed_out = true;
+        self.tracker.closed(self.protocol, "body_timeout");
+        let timeout = BodyTimeout {
+            received: self.received,
+            seconds: self.started.elapsed().as_secs_f64(),
+            rate: self.tracker.limits.body_min_bytes_per_second,
+        };
+        if self.protocol == "grpc" {
+            // tonic answers a request whose body failed with the status it
+            // finds in the error.
+            Box::new(tonic::Status::deadline_exceeded(timeout.to_string()))
+        } else {
+            Box::new(timeout)
+        }
+    }
+}
+
+impl http_body::Body for DeadlineBody {
+    type Data = bytes::Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.get_mut();
+        if this.timed_out {
+            return Poll::Ready(None);
+        }
+        match std::pin::Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.received += data.len();
+                    if let Some(timer) = &mut this.timer {
+                        let limits = this.tracker.limits;
+                        timer
+                            .as_mut()
+                            .reset(limits.body_deadline(this.started, this.received));
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(other) => Poll::Ready(other.map(|r| r.map_err(Into::into))),
+            Poll::Pending => {
+                let limits = this.tracker.limits;
+                let (started, received) = (this.started, this.received);
+                let timer = this.timer.get_or_insert_with(|| {
+                    Box::pin(tokio::time::sleep_until(
+                        limits.body_deadline(started, received),
+                    ))
+                });
+                if timer.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Some(Err(this.timeout())));
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.timed_out || self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// Ends a request in the tracker when dropped (the response is made, or
@@ -259,7 +363,7 @@ impl Drop for RequestGuard {
 
 impl<S, B> tower_service::Service<http::Request<Incoming>> for Tracked<S>
 where
-    S: tower_service::Service<http::Request<Incoming>, Response = http::Response<B>>,
+    S: tower_service::Service<http::Request<DeadlineBody>, Response = http::Response<B>>,
     S::Future: Send + 'static,
 {
     type Response = S::Response;
@@ -276,6 +380,15 @@ where
             tracker: self.tracker.clone(),
             id: self.id,
         };
+        let request = request.map(|inner| DeadlineBody {
+            inner,
+            tracker: self.tracker.clone(),
+            protocol: self.protocol,
+            started: Instant::now(),
+            received: 0,
+            timer: None,
+            timed_out: false,
+        });
         let response = self.inner.call(request);
         Box::pin(async move {
             let result = response.await;
@@ -298,7 +411,7 @@ pub(crate) async fn serve<S, B>(
 ) -> std::io::Result<()>
 where
     S: tower_service::Service<
-            http::Request<Incoming>,
+            http::Request<DeadlineBody>,
             Response = http::Response<B>,
             Error = Infallible,
         > + Clone
@@ -355,6 +468,7 @@ where
             inner: service.clone(),
             tracker: tracker.clone(),
             id,
+            protocol,
         };
         let (builder, tracker, mut stop) = (builder.clone(), tracker.clone(), stop.clone());
         connections.spawn(async move {

@@ -6,6 +6,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 use half::f16;
+use neuropods_core::bytes::ByteReader;
 use neuropods_core::{Buffer, DType, Dim, Tensor, TensorData};
 use serde_json::value::RawValue;
 
@@ -145,33 +146,32 @@ pub fn tensor_from_raw(
 /// which must be UTF-8 (neuropods' string tensors are text).
 fn split_length_prefixed(
     tensor: &str,
-    mut raw: &[u8],
+    raw: &[u8],
     count: usize,
 ) -> Result<Vec<String>, RequestError> {
     let mut strings = Vec::with_capacity(count.min(raw.len() / 4));
+    let mut reader = ByteReader::new(raw);
     for index in 0..count {
-        let (len, rest) = raw
-            .split_first_chunk::<4>()
-            .ok_or_else(|| bad_tensor(tensor, format!("BYTES data ends before element {index}")))?;
-        let len = u32::from_le_bytes(*len) as usize;
-        let (element, rest) = rest.split_at_checked(len).ok_or_else(|| {
+        // The reader checks the bounds; the messages are the protocol's.
+        let len = reader
+            .u32("length")
+            .map_err(|_| bad_tensor(tensor, format!("BYTES data ends before element {index}")))?
+            as usize;
+        let left = reader.remaining();
+        let element = reader.take(len, "element").map_err(|_| {
             bad_tensor(
                 tensor,
-                format!(
-                    "BYTES element {index} claims {len} bytes, {} are left",
-                    rest.len()
-                ),
+                format!("BYTES element {index} claims {len} bytes, {left} are left"),
             )
         })?;
         strings.push(utf8(tensor, index, element)?);
-        raw = rest;
     }
-    if !raw.is_empty() {
+    if !reader.is_empty() {
         return Err(bad_tensor(
             tensor,
             format!(
                 "{} bytes of data after the {count} BYTES elements its shape holds",
-                raw.len()
+                reader.remaining()
             ),
         ));
     }

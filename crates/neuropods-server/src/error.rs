@@ -3,7 +3,7 @@
 //! an unknown model (404/NOT_FOUND), or the model's or server's (500/INTERNAL).
 
 use neuropods_core::spec::Direction;
-use neuropods_core::Error;
+use neuropods_core::{Error, ErrorKind};
 
 /// Which side is at fault, as the protocols tell it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -21,14 +21,50 @@ pub enum FailureKind {
     Internal,
 }
 
+impl FailureKind {
+    /// Who is at fault for an error of each kind of the core's one table,
+    /// when it comes from reading a request's tensors or running a model
+    /// (a spec error on an output is the model's: see
+    /// [`RequestError::from_core`]).
+    fn of(kind: ErrorKind) -> FailureKind {
+        match kind {
+            ErrorKind::UnknownTensor
+            | ErrorKind::DTypeMismatch
+            | ErrorKind::ShapeMismatch
+            | ErrorKind::InvalidInput => FailureKind::BadRequest,
+            // The served model's package, backend or framework, the worker
+            // running it, or the server itself.
+            ErrorKind::PackageNotFound
+            | ErrorKind::InvalidConfig
+            | ErrorKind::InvalidPackage
+            | ErrorKind::InvalidOption
+            | ErrorKind::BackendNotFound
+            | ErrorKind::FrameworkNotFound
+            | ErrorKind::FrameworkVersion
+            | ErrorKind::RequirementsNotMet
+            | ErrorKind::Backend
+            | ErrorKind::UnsafeAfterFork
+            | ErrorKind::Serialization
+            | ErrorKind::Io
+            | ErrorKind::Interrupted
+            | ErrorKind::Exit
+            | ErrorKind::OutOfMemory
+            | ErrorKind::Worker
+            | ErrorKind::Internal => FailureKind::Internal,
+        }
+    }
+}
+
 /// A failed request, with a message that names the culprit.
 #[derive(Clone, Debug, thiserror::Error)]
 #[error("{message}")]
 pub struct RequestError {
     /// Who is at fault.
     pub kind: FailureKind,
-    /// What went wrong.
+    /// What went wrong, as the client is told.
     pub message: String,
+    /// What only the server's log shows (a model's traceback), if any.
+    pub detail: Option<String>,
 }
 
 /// Longest message sent back: names and values a client sent are echoed
@@ -40,42 +76,60 @@ fn capped(message: impl Into<String>) -> String {
 }
 
 impl RequestError {
+    /// A failure of `kind` with nothing for the log beyond its message.
+    pub fn new(kind: FailureKind, message: impl Into<String>) -> Self {
+        RequestError {
+            kind,
+            message: capped(message),
+            detail: None,
+        }
+    }
+
     /// The caller's fault.
     pub fn bad_request(message: impl Into<String>) -> Self {
-        RequestError {
-            kind: FailureKind::BadRequest,
-            message: capped(message),
-        }
+        Self::new(FailureKind::BadRequest, message)
     }
 
     /// No such model (or version).
     pub fn not_found(message: impl Into<String>) -> Self {
-        RequestError {
-            kind: FailureKind::NotFound,
-            message: capped(message),
-        }
+        Self::new(FailureKind::NotFound, message)
     }
 
     /// The server's or the model's fault.
     pub fn internal(message: impl Into<String>) -> Self {
-        RequestError {
-            kind: FailureKind::Internal,
-            message: capped(message),
-        }
+        Self::new(FailureKind::Internal, message)
     }
 
     /// A core error from loading inputs into tensors or running a model:
     /// tensors that do not fit the spec are the caller's fault, the rest
-    /// (backend, worker, out of memory, bugs) the server's.
+    /// (backend, worker, out of memory, bugs) the server's. The client is
+    /// told the message; the detail (a traceback) is kept for the log.
     pub fn from_core(model: &str, error: Error) -> Self {
-        match error {
-            Error::Spec(ref spec) if spec.direction() == Direction::Output => {
-                RequestError::internal(format!("model '{model}' broke its own spec: {error}"))
-            }
-            Error::Spec(_) | Error::InvalidInput(_) => {
-                RequestError::bad_request(format!("model '{model}': {error}"))
-            }
-            other => RequestError::internal(format!("model '{model}': {other}")),
+        let output_broke_spec =
+            matches!(&error, Error::Spec(spec) if spec.direction() == Direction::Output);
+        let (kind, message) = if output_broke_spec {
+            (
+                FailureKind::Internal,
+                format!("model '{model}' broke its own spec: {error}"),
+            )
+        } else {
+            (
+                FailureKind::of(error.kind()),
+                format!("model '{model}': {error}"),
+            )
+        };
+        RequestError {
+            kind,
+            message: capped(message),
+            detail: error.detail().map(str::to_string),
+        }
+    }
+
+    /// The message and, for a log, the detail below it.
+    pub fn for_log(&self) -> String {
+        match &self.detail {
+            Some(detail) => format!("{}\n{detail}", self.message),
+            None => self.message.clone(),
         }
     }
 

@@ -22,6 +22,7 @@ mod connections;
 mod encoding;
 mod error;
 mod grpc;
+mod instances;
 mod metrics;
 mod repository;
 mod rest;
@@ -42,10 +43,11 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 pub use batcher::batch_symbol;
+pub use batcher::BatchSettings;
 pub use connections::ConnectionLimits;
 pub use error::{FailureKind, RequestError};
 pub use metrics::Metrics;
-pub use repository::{BatchSettings, InferCall, ModelSettings, Repository, ServedModel};
+pub use repository::{InferCall, ModelSettings, Repository, ServedModel};
 
 /// The name the server gives in its metadata.
 pub const SERVER_NAME: &str = "neuropods";

@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 use neuropods_core::spec::{validate, Direction, SymbolBindings};
 use neuropods_core::{Error, LoadOptions, ModelConfig, Neuropod, Tensor, TensorMap};
 
-use crate::batcher::{batch_symbol, Batcher};
+use crate::batcher::{batch_symbol, BatchSettings, Batcher};
 use crate::error::{FailureKind, RequestError};
+use crate::instances::Instances;
 use crate::metrics::{Metrics, Protocol};
 
 /// The only version of each model: a package is one version.
@@ -37,57 +38,12 @@ impl Default for ModelSettings {
     }
 }
 
-/// Dynamic batching: concurrent requests to one model run as one call.
-#[derive(Clone, Copy, Debug)]
-pub struct BatchSettings {
-    /// Most rows (entries of the batch dim) one run takes.
-    pub max_batch_size: usize,
-    /// Longest a request waits for others to join its batch.
-    pub max_queue_delay: Duration,
-}
-
 /// One inference request, decoded from whichever protocol.
 pub struct InferCall {
     /// Inputs by name.
     pub inputs: TensorMap,
     /// The outputs asked for, in order; `None` for all.
     pub outputs: Option<Vec<String>>,
-}
-
-/// A model's instances, each with a count of calls in flight.
-pub(crate) struct Instances {
-    models: Vec<(Neuropod, AtomicUsize)>,
-}
-
-impl Instances {
-    /// Runs `inputs` on the least busy instance, on this thread.
-    pub fn infer(&self, inputs: &TensorMap) -> neuropods_core::Result<TensorMap> {
-        let least_busy = (0..self.models.len())
-            .min_by_key(|&i| {
-                self.models
-                    .get(i)
-                    .map_or(usize::MAX, |(_, busy)| busy.load(Ordering::Relaxed))
-            })
-            .unwrap_or(0);
-        self.infer_on(least_busy, inputs)
-    }
-
-    /// Runs `inputs` on instance `index` (a batch runner's own).
-    pub fn infer_on(&self, index: usize, inputs: &TensorMap) -> neuropods_core::Result<TensorMap> {
-        let (model, busy) = self
-            .models
-            .get(index)
-            .ok_or_else(|| neuropods_core::Error::Internal(format!("no instance {index}")))?;
-        busy.fetch_add(1, Ordering::Relaxed);
-        let result = model.infer(inputs);
-        busy.fetch_sub(1, Ordering::Relaxed);
-        result
-    }
-
-    /// How many there are.
-    pub fn len(&self) -> usize {
-        self.models.len()
-    }
 }
 
 /// Unbatched calls of an in-process model whose recent calls took less
@@ -187,9 +143,9 @@ impl ServedModel {
         );
         match failure {
             Some(error) if error.kind == FailureKind::Internal => {
-                tracing::warn!("{}", error.message)
+                tracing::warn!("{}", error.for_log())
             }
-            Some(error) => tracing::debug!("{}", error.message),
+            Some(error) => tracing::debug!("{}", error.for_log()),
             None => {}
         }
     }
@@ -322,7 +278,7 @@ impl Repository {
                     path.display()
                 )));
             }
-            let instances = Arc::new(Instances { models: loaded });
+            let instances = Arc::new(Instances::new(loaded));
             let batcher = match settings.batching {
                 Some(batching) => match batch_symbol(&config) {
                     Ok(_) => Some(Batcher::start(

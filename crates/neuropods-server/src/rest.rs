@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
+use crate::connections::BodyTimeout;
 use crate::encoding::{
     datatype_name, metadata_shape, parse_datatype, parse_shape, raw_from_tensor, shorten,
     tensor_from_json, tensor_from_raw, wire_shape, JsonElements,
@@ -287,20 +288,19 @@ struct Decoded {
     id: Option<String>,
 }
 
-/// The whole body, up to `--max-body-bytes`, arriving at no less than the
-/// minimum rate: its deadline grows with each byte received
-/// ([`crate::ConnectionLimits::body_deadline`]), so a client trickling a
-/// byte now and then cannot hold the request open.
+/// The whole body, up to `--max-body-bytes`. It arrives at no less than
+/// the minimum rate or ends in [`BodyTimeout`], which the accept loop's
+/// body gives it (see `connections.rs`): answered 408.
 async fn read_body(state: &ServerState, body: Body) -> Result<Bytes, RequestError> {
     use http_body_util::BodyExt;
     let limit = state.config.max_body_bytes;
-    let limits = state.config.connections;
-    let started = tokio::time::Instant::now();
-    let too_large = || RequestError {
-        kind: FailureKind::TooLarge,
-        message: format!(
-            "the request body is over the server's limit of {limit} bytes (--max-body-bytes)"
-        ),
+    let too_large = || {
+        RequestError::new(
+            FailureKind::TooLarge,
+            format!(
+                "the request body is over the server's limit of {limit} bytes (--max-body-bytes)"
+            ),
+        )
     };
     let mut body = body;
     if http_body::Body::size_hint(&body).lower() > limit as u64 {
@@ -310,37 +310,14 @@ async fn read_body(state: &ServerState, body: Body) -> Result<Bytes, RequestErro
     // one frame).
     let mut frames: Vec<Bytes> = Vec::new();
     let mut received = 0;
-    loop {
-        let deadline = limits.body_deadline(started, received);
-        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
-            Err(_) => {
-                state
-                    .repository
-                    .metrics()
-                    .connection_closed("http", "body_timeout");
-                return Err(RequestError {
-                    kind: FailureKind::Timeout,
-                    message: format!(
-                        "the request body did not arrive in time: {} bytes in {:.1} s, below \
-                         the minimum rate of {} bytes/s",
-                        received,
-                        started.elapsed().as_secs_f64(),
-                        limits.body_min_bytes_per_second
-                    ),
-                });
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            let cause = e.into_inner();
+            match cause.downcast_ref::<BodyTimeout>() {
+                Some(timeout) => RequestError::new(FailureKind::Timeout, timeout.to_string()),
+                None => RequestError::bad_request(format!("cannot read the request body: {cause}")),
             }
-            Ok(None) if frames.len() == 1 => return Ok(frames.swap_remove(0)),
-            Ok(None) => {
-                let mut joined = bytes::BytesMut::with_capacity(received);
-                for frame in frames {
-                    joined.extend_from_slice(&frame);
-                }
-                return Ok(joined.freeze());
-            }
-            Ok(Some(frame)) => frame.map_err(|e| {
-                RequestError::bad_request(format!("cannot read the request body: {e}"))
-            })?,
-        };
+        })?;
         if let Ok(data) = frame.into_data() {
             received += data.len();
             if received > limit {
@@ -349,6 +326,14 @@ async fn read_body(state: &ServerState, body: Body) -> Result<Bytes, RequestErro
             frames.push(data);
         }
     }
+    if frames.len() == 1 {
+        return Ok(frames.swap_remove(0));
+    }
+    let mut joined = bytes::BytesMut::with_capacity(received);
+    for frame in frames {
+        joined.extend_from_slice(&frame);
+    }
+    Ok(joined.freeze())
 }
 
 async fn run_infer(
