@@ -198,7 +198,7 @@ def test_bench_measures_latency_and_throughput(addition, use_ope):
 
 
 def test_bench_makes_inputs_from_the_spec():
-    from neuropods.cli import random_inputs
+    from neuropods.bench import random_inputs
 
     specs = [
         {"name": "a", "dtype": "float32", "shape": ["batch", 3]},

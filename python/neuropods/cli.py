@@ -17,8 +17,6 @@ import argparse
 import json
 import math
 import sys
-import threading
-import time
 import traceback
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
@@ -26,6 +24,7 @@ import numpy as np
 
 import neuropods
 import neuropods_native
+from neuropods.bench import measure
 from neuropods.loader import LoadOptions, load_neuropod
 from neuropods.utils.eval_utils import has_test_data
 
@@ -162,118 +161,16 @@ def infer(args: argparse.Namespace) -> None:
         print(f"{name}: {summary(array)}")
 
 
-def random_inputs(specs: List[Dict[str, Any]], batch: int, seed: int = 0) -> Dict[str, np.ndarray]:
-    """Inputs matching `specs`: the first symbol is `batch`, other symbols
-    and free dims are 1, each symbol one value everywhere."""
-    rng = np.random.default_rng(seed)
-    symbols: Dict[str, int] = {}
-    inputs = {}
-    for spec in specs:
-        shape = []
-        for dim in spec["shape"]:
-            if isinstance(dim, int):
-                shape.append(dim)
-            elif isinstance(dim, str):
-                shape.append(symbols.setdefault(dim, batch if not symbols else 1))
-            else:
-                shape.append(1)
-        dtype = spec["dtype"]
-        if dtype == "string":
-            words = np.array(["neuropods", "bench", "input", "text"], dtype=object)
-            inputs[spec["name"]] = rng.choice(words, size=shape)
-        elif dtype == "bool":
-            inputs[spec["name"]] = rng.random(shape) < 0.5
-        elif dtype.startswith("float"):
-            inputs[spec["name"]] = rng.random(shape).astype(dtype)
-        else:
-            inputs[spec["name"]] = rng.integers(0, 10, size=shape).astype(dtype)
-    return inputs
-
-
-class Progress:
-    """One self-rewriting line on stderr while the benchmark runs."""
-
-    def __init__(self, duration: float, enabled: bool):
-        self.duration, self.enabled = duration, enabled
-
-    def show(self, elapsed: float, calls: int) -> None:
-        if not self.enabled:
-            return
-        done = min(1.0, elapsed / self.duration) if self.duration > 0 else 1.0
-        bar = "#" * int(done * 30)
-        sys.stderr.write(f"\r[{bar:<30}] {elapsed:5.1f}/{self.duration:.1f} s, {calls} calls")
-        sys.stderr.flush()
-
-    def end(self) -> None:
-        if self.enabled:
-            sys.stderr.write("\n")
-
-
 def bench(args: argparse.Namespace) -> None:
     with load_neuropod(args.path, **load_options(args)) as model:
-        name = model.name
-        inputs = random_inputs(model.inputs, args.batch)
-        warm_until = time.perf_counter() + min(1.0, args.duration / 5)
-        model.infer(inputs)
-        while time.perf_counter() < warm_until:
-            model.infer(inputs)
-        latencies: List[List[float]] = [[] for _ in range(args.threads)]
-        failures: List[BaseException] = []
-        stop = threading.Event()
-        go = threading.Event()
-        deadline = 0.0
-
-        # Each thread stops itself at the deadline: with hundreds of threads
-        # the main thread may wait long for the GIL, and must not be what
-        # ends the measurement.
-        def calls(mine: List[float]) -> None:
-            go.wait()
-            try:
-                while not stop.is_set():
-                    start = time.perf_counter()
-                    if start >= deadline:
-                        return
-                    model.infer(inputs)
-                    mine.append(time.perf_counter() - start)
-            except BaseException as e:  # reported by the main thread
-                failures.append(e)
-                stop.set()
-
-        threads = [threading.Thread(target=calls, args=(mine,), daemon=True) for mine in latencies]
-        for t in threads:
-            t.start()
-        progress = Progress(args.duration, enabled=not args.no_progress)
-        started = time.perf_counter()
-        deadline = started + args.duration
-        go.set()
-        while not stop.is_set():
-            elapsed = time.perf_counter() - started
-            if elapsed >= args.duration:
-                break
-            progress.show(elapsed, sum(len(m) for m in latencies))
-            stop.wait(min(0.25, args.duration - elapsed))
-        for t in threads:
-            t.join()
-        wall = time.perf_counter() - started
-        progress.end()
-    if failures:
-        raise failures[0]
-    every = np.array([x for mine in latencies for x in mine]) * 1e3
-    result = {
-        "model": name,
-        "threads": args.threads,
-        "batch": args.batch,
-        "use_ope": args.use_ope,
-        "seconds": round(wall, 3),
-        "calls": int(every.size),
-        "calls_per_second": every.size / wall,
-        "latency_ms": {q: float(np.percentile(every, p)) for q, p in (("p50", 50), ("p90", 90), ("p99", 99))},
-    }
+        result = measure(model, threads=args.threads, duration=args.duration, batch=args.batch,
+                         progress=not args.no_progress)
+    result["use_ope"] = args.use_ope
     if args.json:
         print(json.dumps(result, indent=1))
         return
     lat = result["latency_ms"]
-    print(f"{result['calls']} calls in {wall:.2f} s from {args.threads} thread(s), batch {args.batch}: "
+    print(f"{result['calls']} calls in {result['seconds']:.2f} s from {args.threads} thread(s), batch {args.batch}: "
           f"{result['calls_per_second']:.1f} calls/s")
     print(f"latency ms: p50 {lat['p50']:.4f}  p90 {lat['p90']:.4f}  p99 {lat['p99']:.4f}")
 
@@ -397,39 +294,52 @@ def parser() -> argparse.ArgumentParser:
         "after finishing the requests in flight. Logs go to stderr, filtered by RUST_LOG.",
     )
     sub.add_argument("paths", nargs="+", metavar="PATH", help="package folders or zips")
-    sub.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    sub.add_argument("--http-port", type=PORT, default=8000, help="HTTP port, 0 for any free one (default 8000)")
-    sub.add_argument("--grpc-port", type=PORT, default=8001, help="gRPC port, 0 for any free one (default 8001)")
+    # The server's own defaults (neuropods_server's Default impls).
+    served = neuropods_native.serve_defaults()
+    sub.add_argument("--host", default=served["host"], help="address to listen on (default %(default)s)")
+    sub.add_argument(
+        "--http-port", type=PORT, default=served["http_port"], help="HTTP port, 0 for any free one (default %(default)s)"
+    )
+    sub.add_argument(
+        "--grpc-port", type=PORT, default=served["grpc_port"], help="gRPC port, 0 for any free one (default %(default)s)"
+    )
     sub.add_argument("--no-http", action="store_true", help="serve gRPC only")
     sub.add_argument("--no-grpc", action="store_true", help="serve HTTP only")
-    sub.add_argument("--instances", type=integer(1), default=1, help="copies of each model (default 1)")
+    sub.add_argument(
+        "--instances", type=integer(1), default=served["instances"], help="copies of each model (default %(default)s)"
+    )
     sub.add_argument(
         "--max-batch-size",
         type=integer(0),
-        default=0,
-        help="batch concurrent requests up to this many rows (default 0: no batching); "
+        default=served["max_batch_size"],
+        help="batch concurrent requests up to this many rows (default %(default)s: no batching); "
         "applies to models whose inputs and outputs all start with one batch symbol",
     )
     sub.add_argument(
-        "--max-queue-delay-us", type=integer(0), default=500, help="longest a request waits for a batch (default 500)"
+        "--max-queue-delay-us", type=integer(0), default=served["max_queue_delay_us"],
+        help="longest a request waits for a batch (default %(default)s)",
     )
     sub.add_argument(
-        "--max-body-bytes", type=integer(1), default=64 << 20, help="largest request taken (default 64 MiB)"
+        "--max-body-bytes", type=integer(1), default=served["max_body_bytes"],
+        help="largest request taken, in bytes (default %(default)s)",
     )
     sub.add_argument(
-        "--drain-timeout", type=seconds(zero_allowed=True), default=30.0, help="seconds a shutdown waits for requests (default 30)"
+        "--drain-timeout", type=seconds(zero_allowed=True), default=served["drain_timeout_s"],
+        help="seconds a shutdown waits for requests (default %(default)s)",
     )
     sub.add_argument(
-        "--header-timeout", type=seconds(zero_allowed=False), default=30.0,
-        help="seconds an HTTP/1 request head may take to arrive; also ends a keep-alive connection idle that long (default 30)",
+        "--header-timeout", type=seconds(zero_allowed=False), default=served["header_timeout_s"],
+        help="seconds an HTTP/1 request head may take to arrive; also ends a keep-alive connection idle that long "
+        "(default %(default)s)",
     )
     sub.add_argument(
-        "--idle-timeout", type=seconds(zero_allowed=False), default=60.0,
-        help="seconds a connection may go without a request in progress (default 60)",
+        "--idle-timeout", type=seconds(zero_allowed=False), default=served["idle_timeout_s"],
+        help="seconds a connection may go without a request in progress (default %(default)s)",
     )
     sub.add_argument(
-        "--body-timeout", type=seconds(zero_allowed=False), default=10.0,
-        help="seconds a request body gets, plus one per 64 KiB received (default 10)",
+        "--body-timeout", type=seconds(zero_allowed=False), default=served["body_timeout_s"],
+        help=f"seconds a request body gets, plus one per {served['body_min_bytes_per_second']} bytes received "
+        "(default %(default)s)",
     )
     sub.add_argument(
         "--max-idle-connections", type=integer(1),
@@ -473,7 +383,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except Exception as e:
         if args.verbose:
             traceback.print_exc()
-        message = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            detail = getattr(e, "detail", None)
+            if detail and sys.version_info < (3, 11):  # where notes are not printed
+                print(detail, file=sys.stderr)
+        # One line, all of the message: where a model failed is at its end
+        # (batch's rows). A model's traceback is not in it (it is the
+        # error's `detail`, which --verbose prints).
+        message = " ".join(str(e).split())
         print(f"neuropods {args.command}: {type(e).__name__}: {message}", file=sys.stderr)
         return 1
     return 0
