@@ -488,6 +488,14 @@ def test_error_classes_over_each_protocol(error_server, protocol):
     while "Traceback of TorchScript" not in error_server.stderr and time.monotonic() < deadline:
         time.sleep(0.05)
     assert "Traceback of TorchScript" in error_server.stderr and "models_for_tests.py" in error_server.stderr
+    # The same failure again: logged with its message, the traceback once
+    # per model (a model refusing many requests does not flood the log).
+    with pytest.raises(InferenceServerException):
+        client_infer(client, protocol, "raising", {"x": np.full(3, 60, np.float32)})
+    while "(its traceback is logged above)" not in error_server.stderr and time.monotonic() < deadline + 10:
+        time.sleep(0.05)
+    assert "(its traceback is logged above)" in error_server.stderr, error_server.stderr
+    assert error_server.stderr.count("Traceback of TorchScript, serialized code") == 1, error_server.stderr
     big = np.ones(4096, np.float32)
     with pytest.raises(InferenceServerException) as e:
         client_infer(client, protocol, "addition_model", {"x": big, "y": big})

@@ -103,6 +103,30 @@ pub struct ServedModel {
     instances: Arc<Instances>,
     batcher: Option<Batcher>,
     metrics: Arc<Metrics>,
+    logged_details: LoggedDetails,
+}
+
+/// The details (tracebacks) already written to the log for one model: a
+/// model that refuses many requests the same way logs its traceback once,
+/// then only each request's message.
+#[derive(Default)]
+struct LoggedDetails(std::sync::Mutex<std::collections::HashSet<u64>>);
+
+impl LoggedDetails {
+    /// Most details remembered; past it, every detail is logged again.
+    const MAX: usize = 1024;
+
+    /// Whether `detail` is new here (and is now remembered).
+    fn first_time(&self, detail: &str) -> bool {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        detail.hash(&mut hasher);
+        let mut seen = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.len() >= Self::MAX {
+            seen.clear();
+        }
+        seen.insert(hasher.finish())
+    }
 }
 
 impl ServedModel {
@@ -127,7 +151,8 @@ impl ServedModel {
     }
 
     /// Counts a finished inference request in the metrics and logs its
-    /// failure: a warning for the server's fault, debug for the caller's.
+    /// failure: a warning for the server's fault, debug for the caller's;
+    /// a detail (traceback) the first time it is seen for this model.
     pub fn record<T>(
         &self,
         protocol: Protocol,
@@ -141,12 +166,16 @@ impl ServedModel {
             started.elapsed(),
             failure.map(RequestError::metric_label),
         );
-        match failure {
-            Some(error) if error.kind == FailureKind::Internal => {
-                tracing::warn!("{}", error.for_log())
-            }
-            Some(error) => tracing::debug!("{}", error.for_log()),
-            None => {}
+        let Some(error) = failure else { return };
+        let text = match error.detail.as_deref() {
+            Some(detail) if self.logged_details.first_time(detail) => error.for_log(),
+            Some(_) => format!("{} (its traceback is logged above)", error.message),
+            None => error.message.clone(),
+        };
+        if error.kind == FailureKind::Internal {
+            tracing::warn!("{text}");
+        } else {
+            tracing::debug!("{text}");
         }
     }
 
@@ -307,6 +336,7 @@ impl Repository {
                     instances,
                     batcher,
                     metrics: metrics.clone(),
+                    logged_details: LoggedDetails::default(),
                 }),
             );
         }
