@@ -26,8 +26,9 @@ pub const REQUIREMENTS_FILE: &str = "0/requirements.lock";
 
 const HELPER_SOURCE: &str = include_str!("loader.py");
 
-/// A Python exception as a core error: the model's failure as text with
-/// the traceback of the package's code; Ctrl-C, `sys.exit` and running out
+/// A Python exception as a core error: the model's failure as the
+/// exception's own line, with the traceback of the package's code as the
+/// detail (for logs, not clients); Ctrl-C, `sys.exit` and running out
 /// of memory as their own kinds, so that they reach the caller as themselves
 /// (an `except Exception` must not swallow a Ctrl-C).
 fn python_error(py: Python<'_>, err: PyErr) -> Error {
