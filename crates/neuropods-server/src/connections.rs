@@ -20,7 +20,8 @@
 //!   rate, which a byte now and then does not reset ([`DeadlineBody`]).
 //!   A body past it ends in an error: 408 over HTTP, `DEADLINE_EXCEEDED`
 //!   over gRPC (where HTTP/2 pings alone would keep a live but silent
-//!   client's stream open forever).
+//!   client's stream open forever). Every route is unary, a request being
+//!   one body; a streaming RPC, if one is added, needs a rule of its own.
 //! - HTTP/2 connections are pinged every `idle_timeout / 2` and closed when
 //!   a ping goes unanswered.
 //!
