@@ -603,3 +603,51 @@ def test_a_forked_child_gets_a_worker_of_its_own(ts_addition):
         # The parent's worker is untouched.
         assert model.worker_pid == parents
         np.testing.assert_array_equal(model.infer(inputs)["out"], inputs["x"] + inputs["y"])
+
+
+STATEFUL = """
+    import numpy as np
+
+    def get_model(data_root):
+        state = np.zeros(2, np.float32)
+
+        def run(x):
+            # Returns its own array, which it changes on the next call.
+            state[:] += x
+            return {"out": state}
+        return run
+"""
+
+
+@pytest.mark.parametrize("use_ope", [False, True], ids=["in_process", "ope"])
+def test_an_array_a_python_model_keeps_and_changes_is_not_the_callers_output(tmp_path, use_ope):
+    path = python_package(tmp_path, "stateful", STATEFUL)
+    with load_neuropod(path, use_ope=use_ope) as model:
+        first = model.infer({"x": np.ones(2, np.float32)})["out"]
+        second = model.infer({"x": np.ones(2, np.float32)})["out"]
+    np.testing.assert_array_equal(second, [2, 2])
+    # The first output is what the model returned then, not its array now.
+    np.testing.assert_array_equal(first, [1, 1])
+
+
+def mapping_permissions(address):
+    """The permissions ("r--p", "rw-s", ...) of this process's mapping that
+    holds `address`, from /proc/self/maps."""
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            span, perms = line.split()[:2]
+            start, end = (int(a, 16) for a in span.split("-"))
+            if start <= address < end:
+                return perms
+    raise AssertionError(f"no mapping holds {address:#x}")
+
+
+def test_a_workers_outputs_are_mapped_read_only_by_the_caller(tmp_path):
+    path = python_package(tmp_path, "big_out", "def get_model(data_root):\n    return lambda x: {'out': x * 2}\n")
+    with load_neuropod(path, use_ope=True) as model:
+        # Large enough to travel in shared memory, not in the message.
+        out = model.infer({"x": np.ones(1 << 20, np.float32)})["out"]
+    np.testing.assert_array_equal(out[:3], [2, 2, 2])
+    # Shared (the worker's segment) and not writable here: nothing in the
+    # caller can change the bytes the worker lent, whatever it runs.
+    assert mapping_permissions(out.ctypes.data) == "r--s"

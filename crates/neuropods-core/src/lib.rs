@@ -47,6 +47,6 @@ pub use config::{ModelConfig, Platform};
 pub use error::{shortened, Error, ErrorKind, Result, UnknownErrorKind};
 pub use model::{LoadOptions, Neuropod};
 pub use spec::{Dim, SpecError, TensorSpec};
-pub use tensor::{Buffer, DType, Element, Tensor, TensorData, TensorMap};
+pub use tensor::{Buffer, DType, Element, ForeignBuffer, Tensor, TensorData, TensorMap};
 pub use version::{Release, VersionRange};
 pub use worker::Allocation;

@@ -15,7 +15,9 @@
 
 use crate::bytes::ByteReader;
 use crate::error::{Error, Result};
-use crate::tensor::{check_shape, checked_numel, Buffer, DType, Tensor, TensorData, TensorMap};
+use crate::tensor::{
+    check_shape, checked_numel, Buffer, DType, ForeignBuffer, Tensor, TensorData, TensorMap,
+};
 
 /// First 8 bytes of every blob.
 pub const MAGIC: [u8; 8] = *b"NEUROPOD";
@@ -203,6 +205,15 @@ impl Sink<'_> {
         self.pos = end;
     }
 
+    /// Puts lent bytes, copied as they are now.
+    fn put_foreign(&mut self, bytes: &ForeignBuffer) {
+        let end = self.pos + bytes.len();
+        if let Some(out) = self.out.as_deref_mut() {
+            bytes.copy_to(&mut out[self.pos..end]);
+        }
+        self.pos = end;
+    }
+
     fn pad_to_payload(&mut self) {
         let end = self.pos + padding(self.pos);
         if let Some(out) = self.out.as_deref_mut() {
@@ -243,6 +254,11 @@ fn encode<'a>(
                 sink.put(&(buf.len() as u64).to_le_bytes());
                 sink.pad_to_payload();
                 sink.put(buf);
+            }
+            TensorData::Foreign(buf) => {
+                sink.put(&(buf.len() as u64).to_le_bytes());
+                sink.pad_to_payload();
+                sink.put_foreign(buf);
             }
             TensorData::Strings(strings) => {
                 let text: usize = strings.iter().map(String::len).sum();

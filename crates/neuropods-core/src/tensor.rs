@@ -1,7 +1,9 @@
-//! Tensors: a dtype, a shape and storage. Numeric storage is a [`Buffer`]:
-//! bytes that are either owned by Neuropods or borrowed from someone else
-//! (numpy, libtorch, a serialized blob) and kept alive by an owner handle, so
-//! data crosses layers without copies.
+//! Tensors: a dtype, a shape and storage. Numeric storage is bytes kept
+//! alive by an owner handle, owned by Neuropods or borrowed from someone
+//! else (numpy, libtorch, a serialized blob), so data crosses layers without
+//! copies. Its type says who may write it: a [`Buffer`] is frozen (nobody
+//! writes it; Rust reads it in place), a [`ForeignBuffer`] is lent by an
+//! owner who may write it meanwhile (Rust reads it only through a copy).
 
 use std::any::Any;
 use std::collections::BTreeMap;
@@ -21,32 +23,68 @@ pub const BUFFER_ALIGN: usize = 64;
 #[repr(C, align(64))]
 struct AlignedChunk([u8; BUFFER_ALIGN]);
 
-/// Immutable bytes plus whatever keeps them alive.
-///
-/// Cloning and slicing share the owner; the bytes are never written through a
-/// `Buffer`, which is why it may be shared across threads.
+/// Where some bytes are and what keeps them alive; the part that
+/// [`Buffer`] and [`ForeignBuffer`] share (they differ in who may write).
 #[derive(Clone)]
-pub struct Buffer {
+struct Region {
     ptr: NonNull<u8>,
     len: usize,
     owner: Arc<dyn Any + Send + Sync>,
 }
 
+impl Region {
+    fn new(ptr: *const u8, len: usize, owner: Arc<dyn Any + Send + Sync>) -> Region {
+        Region {
+            ptr: NonNull::new(ptr.cast_mut()).unwrap_or(NonNull::dangling()),
+            len,
+            owner,
+        }
+    }
+
+    fn slice(&self, range: Range<usize>) -> Option<Region> {
+        if range.start > range.end || range.end > self.len {
+            return None;
+        }
+        Some(Region {
+            // SAFETY: in bounds, checked above.
+            ptr: unsafe { NonNull::new_unchecked(self.ptr.as_ptr().add(range.start)) },
+            len: range.end - range.start,
+            owner: self.owner.clone(),
+        })
+    }
+
+    fn is_aligned_to(&self, align: usize) -> bool {
+        align == 0 || (self.ptr.as_ptr() as usize).is_multiple_of(align)
+    }
+
+    fn contains(&self, ptr: *const u8) -> bool {
+        let (ptr, start) = (ptr as usize, self.ptr.as_ptr() as usize);
+        ptr >= start && ptr < start + self.len.max(1)
+    }
+}
+
+/// Frozen bytes plus whatever keeps them alive: nobody writes them while a
+/// `Buffer` over them lives, which is why Rust may read them in place (it
+/// derefs to `[u8]`) and why it may be shared across threads.
+///
+/// Cloning and slicing share the owner. Memory that someone else may write
+/// meanwhile (a caller's numpy array) is a [`ForeignBuffer`] instead.
+#[derive(Clone)]
+pub struct Buffer(Region);
+
 // SAFETY: the bytes are immutable for the life of the buffer and the owner is
 // itself Send + Sync.
 unsafe impl Send for Buffer {}
+// SAFETY: as for Send: shared access only ever reads immutable bytes.
 unsafe impl Sync for Buffer {}
 
 impl Buffer {
     /// Takes ownership of a vector without copying it.
     pub fn from_vec<T: Element>(data: Vec<T>) -> Buffer {
         let len = std::mem::size_of_val(data.as_slice());
-        let ptr = NonNull::new(data.as_ptr() as *mut u8).unwrap_or(NonNull::dangling());
-        Buffer {
-            ptr,
-            len,
-            owner: Arc::new(data),
-        }
+        let ptr = data.as_ptr() as *const u8;
+        // The Vec's heap block does not move when the Vec moves into the Arc.
+        Buffer(Region::new(ptr, len, Arc::new(data)))
     }
 
     /// Copies bytes into a new buffer aligned to [`BUFFER_ALIGN`].
@@ -56,70 +94,152 @@ impl Buffer {
         buffer.finish()
     }
 
-    /// Wraps memory owned by someone else.
+    /// Wraps frozen memory owned by someone else.
     ///
     /// # Safety
     /// `ptr` must point to `len` readable bytes that stay valid and unchanged
-    /// for as long as `owner` is alive.
+    /// for as long as `owner` is alive: nobody, in this process or another,
+    /// may write them meanwhile. Memory that may be written is a
+    /// [`ForeignBuffer`].
     pub unsafe fn from_raw_parts(
         ptr: *const u8,
         len: usize,
         owner: Arc<dyn Any + Send + Sync>,
     ) -> Buffer {
-        Buffer {
-            ptr: NonNull::new(ptr as *mut u8).unwrap_or(NonNull::dangling()),
-            len,
-            owner,
-        }
+        Buffer(Region::new(ptr, len, owner))
     }
 
     /// A sub-range sharing this buffer's owner; `None` if out of bounds.
     pub fn slice(&self, range: Range<usize>) -> Option<Buffer> {
-        if range.start > range.end || range.end > self.len {
-            return None;
-        }
-        Some(Buffer {
-            // SAFETY: in bounds, checked above.
-            ptr: unsafe { NonNull::new_unchecked(self.ptr.as_ptr().add(range.start)) },
-            len: range.end - range.start,
-            owner: self.owner.clone(),
-        })
+        self.0.slice(range).map(Buffer)
     }
 
     /// Address of the first byte.
     pub fn as_ptr(&self) -> *const u8 {
-        self.ptr.as_ptr()
+        self.0.ptr.as_ptr()
     }
 
     /// Whether the data may be read as elements of `align` bytes in place.
     pub fn is_aligned_to(&self, align: usize) -> bool {
-        align == 0 || (self.ptr.as_ptr() as usize).is_multiple_of(align)
+        self.0.is_aligned_to(align)
     }
 
     /// Whether `ptr` points into this buffer's bytes (or is its address,
     /// for an empty one).
     pub fn contains(&self, ptr: *const u8) -> bool {
-        let (ptr, start) = (ptr as usize, self.ptr.as_ptr() as usize);
-        ptr >= start && ptr < start + self.len.max(1)
+        self.0.contains(ptr)
     }
 
     /// The owner handle (for layers that hand the memory on, e.g. to numpy).
     pub fn owner(&self) -> &Arc<dyn Any + Send + Sync> {
-        &self.owner
+        &self.0.owner
     }
 }
 
 impl Deref for Buffer {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        // SAFETY: ptr/len describe live bytes kept alive by `owner`.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+        // SAFETY: ptr/len describe live bytes kept alive by `owner`, which
+        // nobody writes while the buffer lives (the contract of every
+        // constructor).
+        unsafe { std::slice::from_raw_parts(self.0.ptr.as_ptr(), self.0.len) }
     }
 }
 
 impl fmt::Debug for Buffer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Buffer({} bytes)", self.len)
+        write!(f, "Buffer({} bytes)", self.0.len)
+    }
+}
+
+/// Bytes lent by an owner who may write them while Neuropods holds them: a
+/// caller's numpy array, memory a C caller lends. Rust never forms a
+/// reference to them (reading memory that another party writes meanwhile
+/// through `&[u8]` is undefined behaviour): they reach a framework as a
+/// pointer, as the caller's memory would if the framework were called
+/// directly, and Rust code that must read them reads one private copy
+/// ([`ForeignBuffer::to_frozen`], [`ForeignBuffer::copy_to`]).
+#[derive(Clone)]
+pub struct ForeignBuffer(Region);
+
+// SAFETY: a pointer that is only ever read by copying, and an owner that is
+// itself Send + Sync.
+unsafe impl Send for ForeignBuffer {}
+// SAFETY: as for Send: no reference to the bytes is ever handed out.
+unsafe impl Sync for ForeignBuffer {}
+
+impl ForeignBuffer {
+    /// Wraps memory that its owner may write while it is lent.
+    ///
+    /// # Safety
+    /// `ptr` must point to `len` bytes that stay valid (mapped, not freed)
+    /// for as long as `owner` is alive; they may change at any time.
+    pub unsafe fn from_raw_parts(
+        ptr: *mut u8,
+        len: usize,
+        owner: Arc<dyn Any + Send + Sync>,
+    ) -> ForeignBuffer {
+        ForeignBuffer(Region::new(ptr, len, owner))
+    }
+
+    /// Size in bytes.
+    pub fn len(&self) -> usize {
+        self.0.len
+    }
+
+    /// Whether it holds no byte.
+    pub fn is_empty(&self) -> bool {
+        self.0.len == 0
+    }
+
+    /// A sub-range sharing this buffer's owner; `None` if out of bounds.
+    pub fn slice(&self, range: Range<usize>) -> Option<ForeignBuffer> {
+        self.0.slice(range).map(ForeignBuffer)
+    }
+
+    /// Address of the first byte; a framework may read and write through it
+    /// as it may through the owner's memory when called directly.
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.0.ptr.as_ptr()
+    }
+
+    /// Whether the data is aligned for elements of `align` bytes.
+    pub fn is_aligned_to(&self, align: usize) -> bool {
+        self.0.is_aligned_to(align)
+    }
+
+    /// Whether `ptr` points into these bytes (or is their address, for an
+    /// empty buffer).
+    pub fn contains(&self, ptr: *const u8) -> bool {
+        self.0.contains(ptr)
+    }
+
+    /// The owner handle (for layers that hand the memory on, e.g. to numpy).
+    pub fn owner(&self) -> &Arc<dyn Any + Send + Sync> {
+        &self.0.owner
+    }
+
+    /// One private copy of the bytes as they are now, frozen.
+    pub fn to_frozen(&self) -> Buffer {
+        let mut writer = AlignedBufferWriter::new(self.0.len);
+        self.copy_to(writer.as_mut_slice());
+        writer.finish()
+    }
+
+    /// Copies the bytes as they are now to the start of `target`, as many
+    /// as both hold; through raw pointers, never a reference to them.
+    pub fn copy_to(&self, target: &mut [u8]) {
+        let len = self.0.len.min(target.len());
+        // SAFETY: `ptr` is valid for `len` bytes while `owner` lives (the
+        // constructor's contract), and so is `target`, which is Rust memory
+        // and so cannot overlap memory lent from outside.
+        unsafe { std::ptr::copy_nonoverlapping(self.0.ptr.as_ptr(), target.as_mut_ptr(), len) };
+    }
+}
+
+impl fmt::Debug for ForeignBuffer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ForeignBuffer({} bytes)", self.0.len)
     }
 }
 
@@ -156,8 +276,12 @@ impl AlignedBufferWriter {
 /// The elements of a tensor.
 #[derive(Clone, Debug)]
 pub enum TensorData {
-    /// Little-endian (native) numeric elements, row-major.
+    /// Little-endian (native) numeric elements, row-major, frozen.
     Numeric(Buffer),
+    /// The same, in memory lent by an owner who may write it (a caller's
+    /// numpy array): handed to frameworks as it is, read by Rust only
+    /// through a copy. Never bool: bools are validated, on a private copy.
+    Foreign(ForeignBuffer),
     /// Strings, row-major; shared, so that cloning a tensor (e.g. to hand it
     /// to a backend) copies no string.
     Strings(Arc<Vec<String>>),
@@ -173,6 +297,10 @@ pub struct Tensor {
 
 /// Tensors by name; the form of model inputs and outputs.
 pub type TensorMap = BTreeMap<String, Tensor>;
+
+fn short_buffer() -> Error {
+    Error::Internal("tensor buffer shorter than its shape".into())
+}
 
 /// Number of elements of a shape, or `None` on overflow.
 pub fn checked_numel(shape: &[usize]) -> Option<usize> {
@@ -213,6 +341,24 @@ pub fn check_shape(shape: &[usize]) -> Result<()> {
     Ok(())
 }
 
+/// Checks that `len` bytes are what a numeric tensor of `dtype` and
+/// `shape` holds.
+fn check_numeric_size(dtype: DType, shape: &[usize], len: usize) -> Result<()> {
+    let item = dtype.item_size().ok_or_else(|| {
+        Error::InvalidInput("a string tensor cannot be made from a byte buffer".into())
+    })?;
+    check_shape(shape)?;
+    let expected = checked_numel(shape)
+        .and_then(|n| n.checked_mul(item))
+        .ok_or_else(|| Error::InvalidInput(format!("shape {shape:?} is too large")))?;
+    if expected != len {
+        return Err(Error::InvalidInput(format!(
+            "{dtype} tensor of shape {shape:?} needs {expected} bytes, got {len}"
+        )));
+    }
+    Ok(())
+}
+
 impl Tensor {
     /// A numeric tensor taking ownership of `data`.
     pub fn from_vec<T: Element>(shape: Vec<usize>, data: Vec<T>) -> Result<Tensor> {
@@ -221,19 +367,7 @@ impl Tensor {
 
     /// A numeric tensor over a buffer; checks that sizes agree.
     pub fn from_buffer(dtype: DType, shape: Vec<usize>, buffer: Buffer) -> Result<Tensor> {
-        let item = dtype.item_size().ok_or_else(|| {
-            Error::InvalidInput("a string tensor cannot be made from a byte buffer".into())
-        })?;
-        check_shape(&shape)?;
-        let expected = checked_numel(&shape)
-            .and_then(|n| n.checked_mul(item))
-            .ok_or_else(|| Error::InvalidInput(format!("shape {shape:?} is too large")))?;
-        if expected != buffer.len() {
-            return Err(Error::InvalidInput(format!(
-                "{dtype} tensor of shape {shape:?} needs {expected} bytes, got {}",
-                buffer.len()
-            )));
-        }
+        check_numeric_size(dtype, &shape, buffer.len())?;
         // Reading any other byte as a Rust `bool` is undefined behaviour.
         if dtype == DType::Bool {
             if let Some((i, b)) = buffer.iter().enumerate().find(|(_, &b)| b > 1) {
@@ -246,6 +380,21 @@ impl Tensor {
             dtype,
             shape,
             data: TensorData::Numeric(buffer),
+        })
+    }
+
+    /// A numeric tensor over memory its owner may write meanwhile; checks
+    /// that sizes agree. Bool data is copied once and validated on the copy,
+    /// so that what was checked is what the model reads.
+    pub fn from_foreign(dtype: DType, shape: Vec<usize>, buffer: ForeignBuffer) -> Result<Tensor> {
+        if dtype == DType::Bool {
+            return Tensor::from_buffer(dtype, shape, buffer.to_frozen());
+        }
+        check_numeric_size(dtype, &shape, buffer.len())?;
+        Ok(Tensor {
+            dtype,
+            shape,
+            data: TensorData::Foreign(buffer),
         })
     }
 
@@ -281,6 +430,7 @@ impl Tensor {
         match &self.data {
             TensorData::Strings(s) => s.len(),
             TensorData::Numeric(b) => b.len() / self.dtype.item_size().unwrap_or(1),
+            TensorData::Foreign(b) => b.len() / self.dtype.item_size().unwrap_or(1),
         }
     }
 
@@ -289,11 +439,11 @@ impl Tensor {
         &self.data
     }
 
-    /// The numeric storage, if numeric.
+    /// The numeric storage, if numeric and frozen.
     pub fn buffer(&self) -> Option<&Buffer> {
         match &self.data {
             TensorData::Numeric(b) => Some(b),
-            TensorData::Strings(_) => None,
+            TensorData::Foreign(_) | TensorData::Strings(_) => None,
         }
     }
 
@@ -301,7 +451,49 @@ impl Tensor {
     pub fn strings(&self) -> Option<&[String]> {
         match &self.data {
             TensorData::Strings(s) => Some(s.as_slice()),
-            TensorData::Numeric(_) => None,
+            TensorData::Numeric(_) | TensorData::Foreign(_) => None,
+        }
+    }
+
+    /// Where a numeric tensor's bytes are, frozen or lent: their address and
+    /// length, for handing to a framework or finding in shared memory.
+    pub fn numeric_bytes(&self) -> Option<(*const u8, usize)> {
+        match &self.data {
+            TensorData::Numeric(b) => Some((b.as_ptr(), b.len())),
+            TensorData::Foreign(b) => Some((b.as_ptr().cast_const(), b.len())),
+            TensorData::Strings(_) => None,
+        }
+    }
+
+    /// One aligned, frozen copy of a numeric tensor's bytes (frozen or
+    /// lent); `None` for strings.
+    pub fn copy_bytes(&self) -> Option<Buffer> {
+        match &self.data {
+            TensorData::Numeric(b) => Some(Buffer::copy_from_slice(b)),
+            TensorData::Foreign(b) => Some(b.to_frozen()),
+            TensorData::Strings(_) => None,
+        }
+    }
+
+    /// Whether `ptr` points into this numeric tensor's bytes.
+    pub fn contains(&self, ptr: *const u8) -> bool {
+        match &self.data {
+            TensorData::Numeric(b) => b.contains(ptr),
+            TensorData::Foreign(b) => b.contains(ptr),
+            TensorData::Strings(_) => false,
+        }
+    }
+
+    /// This tensor with frozen storage: itself (sharing its memory) unless
+    /// its bytes are lent, then one private copy of them.
+    pub fn to_frozen(&self) -> Tensor {
+        match &self.data {
+            TensorData::Foreign(b) => Tensor {
+                dtype: self.dtype,
+                shape: self.shape.clone(),
+                data: TensorData::Numeric(b.to_frozen()),
+            },
+            TensorData::Numeric(_) | TensorData::Strings(_) => self.clone(),
         }
     }
 
@@ -328,9 +520,12 @@ impl Tensor {
             TensorData::Numeric(buffer) => {
                 let item = self.dtype.item_size().unwrap_or(1);
                 let bytes = elements.start * item..elements.end * item;
-                TensorData::Numeric(buffer.slice(bytes).ok_or_else(|| {
-                    Error::Internal("tensor buffer shorter than its shape".into())
-                })?)
+                TensorData::Numeric(buffer.slice(bytes).ok_or_else(short_buffer)?)
+            }
+            TensorData::Foreign(buffer) => {
+                let item = self.dtype.item_size().unwrap_or(1);
+                let bytes = elements.start * item..elements.end * item;
+                TensorData::Foreign(buffer.slice(bytes).ok_or_else(short_buffer)?)
             }
             TensorData::Strings(strings) => TensorData::Strings(Arc::new(
                 strings
@@ -381,16 +576,24 @@ impl Tensor {
                 check_shape(&shape)?;
                 let len = parts
                     .iter()
-                    .map(|part| part.buffer().map_or(0, |b| b.len()))
+                    .map(|part| part.numeric_bytes().map_or(0, |(_, len)| len))
                     .sum();
                 let mut writer = AlignedBufferWriter::new(len);
                 let mut at = 0;
                 for part in parts {
-                    let bytes = part.buffer().map_or(&[][..], |b| &b[..]);
-                    if let Some(target) = writer.as_mut_slice().get_mut(at..at + bytes.len()) {
-                        target.copy_from_slice(bytes);
+                    let Some(len) = part.numeric_bytes().map(|(_, len)| len) else {
+                        continue;
+                    };
+                    let target = writer
+                        .as_mut_slice()
+                        .get_mut(at..at + len)
+                        .ok_or_else(short_buffer)?;
+                    match &part.data {
+                        TensorData::Numeric(bytes) => target.copy_from_slice(bytes),
+                        TensorData::Foreign(bytes) => bytes.copy_to(target),
+                        TensorData::Strings(_) => {}
                     }
-                    at += bytes.len();
+                    at += len;
                 }
                 Tensor::from_buffer(dtype, shape, writer.finish())
             }
@@ -407,9 +610,21 @@ impl Tensor {
                 T::DTYPE
             )));
         }
-        let buffer = self
-            .buffer()
-            .ok_or_else(|| Error::InvalidInput("string tensors have no numeric elements".into()))?;
+        let buffer = match &self.data {
+            TensorData::Numeric(buffer) => buffer,
+            TensorData::Foreign(_) => {
+                return Err(Error::InvalidInput(
+                    "the tensor's memory is lent by an owner who may write it; \
+                     read a copy (Tensor::to_frozen)"
+                        .into(),
+                ))
+            }
+            TensorData::Strings(_) => {
+                return Err(Error::InvalidInput(
+                    "string tensors have no numeric elements".into(),
+                ))
+            }
+        };
         if !buffer.is_aligned_to(std::mem::align_of::<T>()) {
             return Err(Error::InvalidInput(format!(
                 "{} data is not aligned for reading in place",

@@ -13,12 +13,16 @@ use neuropods_core::backend::abi::BackendVTable;
 use neuropods_core::backend::plugin::{self, Backend, BackendModel, LoadContext};
 use neuropods_core::backend::{registry, BackendOptions};
 use neuropods_core::{
-    Buffer, Error, LoadOptions, ModelConfig, Neuropod, Platform, Result, Tensor, TensorMap,
+    Buffer, DType, Error, ForeignBuffer, LoadOptions, ModelConfig, Neuropod, Platform, Result,
+    Tensor, TensorData, TensorMap,
 };
 
 /// Inputs the test model was asked to keep (x[0] == -4), as a model with a
 /// cache or a history would.
 static KEPT: Mutex<Vec<Tensor>> = Mutex::new(Vec::new());
+
+/// Whether each `x` the test model got was lent memory, by its first value.
+static SAW_LENT: Mutex<Vec<(f32, bool)>> = Mutex::new(Vec::new());
 
 /// The config and options each load got, by package root.
 static LOADED_WITH: Mutex<Vec<(PathBuf, ModelConfig, BackendOptions)>> = Mutex::new(Vec::new());
@@ -40,7 +44,13 @@ impl BackendModel for TestModel {
     fn infer(&self, inputs: &TensorMap) -> Result<TensorMap> {
         let mut out = TensorMap::new();
         if let Some(x) = inputs.get("x") {
-            let values = x.as_slice::<f32>()?;
+            let lent = matches!(x.data(), TensorData::Foreign(_));
+            // Lent memory is read through a copy.
+            let frozen = x.to_frozen();
+            let values = frozen.as_slice::<f32>()?;
+            if let Some(&first) = values.first() {
+                SAW_LENT.lock().unwrap().push((first, lent));
+            }
             if values.first() == Some(&-1.0) {
                 return Err(Error::backend(
                     "x[0] = -1 is not allowed",
@@ -543,4 +553,28 @@ fn inputs_are_released_after_calls_that_succeed_fail_or_panic() {
         drop(inputs);
         assert_eq!(frees.load(Ordering::SeqCst), 1, "x[0] = {first}");
     }
+}
+
+#[test]
+fn lent_memory_crosses_as_lent_and_outputs_come_back_frozen() {
+    let dir = tempfile::tempdir().unwrap();
+    write_package(dir.path());
+    let model = load(dir.path()).unwrap();
+    let values = Arc::new(vec![0.625f32, 2.0]);
+    // SAFETY: the Vec's block lives as long as its Arc, the owner.
+    let lent =
+        unsafe { ForeignBuffer::from_raw_parts(values.as_ptr() as *mut u8, 8, values.clone()) };
+    let mut inputs = TensorMap::new();
+    inputs.insert(
+        "x".into(),
+        Tensor::from_foreign(DType::Float32, vec![2], lent).unwrap(),
+    );
+    let outputs = model.infer(&inputs).unwrap();
+    assert!(SAW_LENT.lock().unwrap().contains(&(0.625, true)));
+    assert!(matches!(outputs["out"].data(), TensorData::Numeric(_)));
+    assert_eq!(outputs["out"].as_slice::<f32>().unwrap(), &[1.25, 4.0]);
+
+    // Frozen inputs cross as frozen.
+    model.infer(&x(&[0.375, 1.0])).unwrap();
+    assert!(SAW_LENT.lock().unwrap().contains(&(0.375, false)));
 }

@@ -192,24 +192,27 @@ impl Runner {
     fn feed(&self, name: &str, tensor: &Tensor) -> Result<Fed> {
         let dims: Vec<i64> = tensor.shape().iter().map(|&d| d as i64).collect();
         let element = sys::ONNXTensorElementDataType::from(dtypes::to_ort(tensor.dtype()));
-        let Some(buffer) = tensor.buffer() else {
+        let Some((mut data, len)) = tensor.numeric_bytes() else {
             let strings = tensor.strings().unwrap_or_default();
             return Ok(Fed {
                 value: string_value(name, strings, &dims)?,
                 copy: None,
             });
         };
-        let copy = (!buffer.is_aligned_to(tensor.dtype().item_size().unwrap_or(1)))
-            .then(|| Buffer::copy_from_slice(buffer));
-        let data = copy.as_ref().unwrap_or(buffer);
+        let aligned = (data as usize).is_multiple_of(tensor.dtype().item_size().unwrap_or(1));
+        let copy = if aligned { None } else { tensor.copy_bytes() };
+        if let Some(copy) = &copy {
+            data = copy.as_ptr();
+        }
         let mut value = ptr::null_mut();
         // SAFETY: `data` holds `len` bytes of the shape's elements and
         // outlives the value (see `Fed`); the shape is copied by the call.
+        // ONNX Runtime only reads an input, so frozen bytes stay frozen.
         check(unsafe {
             (api().CreateTensorWithDataAsOrtValue)(
                 self.cpu.ptr(),
-                data.as_ptr().cast_mut().cast::<c_void>(),
-                data.len(),
+                data.cast_mut().cast::<c_void>(),
+                len,
                 dims.as_ptr(),
                 dims.len(),
                 element,

@@ -50,15 +50,42 @@ impl Drop for Lease {
 }
 
 /// The other side's segments mapped here.
-#[derive(Default)]
 pub struct PeerSegments {
     mapped: HashMap<SegmentId, Arc<Segment>>,
     given_back: GivenBack,
+    writable: bool,
 }
 
 impl PeerSegments {
-    /// Maps a segment that arrived with a message. A single-use segment is
-    /// not kept: the returned mapping, held by its lease, is its only one.
+    /// For a side that only reads what the other side sends (the caller,
+    /// reading its worker's outputs): segments are mapped read-only, so
+    /// nothing here can write the bytes a worker lent, whatever it runs.
+    pub fn read_only() -> PeerSegments {
+        PeerSegments::mapped(false)
+    }
+
+    /// For a side whose code may write what it is sent (the worker: a model
+    /// may work in place on its inputs, which are the caller's memory as
+    /// when called in-process): segments are mapped read-write.
+    pub fn writable() -> PeerSegments {
+        PeerSegments::mapped(true)
+    }
+
+    fn mapped(writable: bool) -> PeerSegments {
+        PeerSegments {
+            mapped: HashMap::new(),
+            given_back: GivenBack::default(),
+            writable,
+        }
+    }
+
+    /// Whether segments are mapped writable here.
+    pub fn is_writable(&self) -> bool {
+        self.writable
+    }
+
+    /// Maps a segment that arrived with a message (see [`Self::read_only`]
+    /// and [`Self::writable`]). A single-use segment is not kept: the returned mapping, held by its lease, is its only one.
     pub fn insert(
         &mut self,
         id: SegmentId,
@@ -66,7 +93,11 @@ impl PeerSegments {
         len: usize,
         single_use: bool,
     ) -> io::Result<Arc<Segment>> {
-        let segment = Arc::new(Segment::map(fd, len)?);
+        let segment = Arc::new(if self.writable {
+            Segment::map(fd, len)?
+        } else {
+            Segment::map_read_only(fd, len)?
+        });
         if !single_use {
             self.mapped.insert(id, segment.clone());
         }
@@ -113,7 +144,7 @@ mod tests {
     #[test]
     fn each_lease_is_given_back_once_when_its_last_clone_goes() {
         let owner = Segment::create(4096).unwrap();
-        let mut peer = PeerSegments::default();
+        let mut peer = PeerSegments::writable();
         let fd = owner.as_fd().try_clone_to_owned().unwrap();
         let arrived = peer.insert(7, fd, owner.len(), false).unwrap();
         let first = peer.lease(7, Some(arrived)).unwrap();
@@ -130,7 +161,7 @@ mod tests {
     #[test]
     fn a_lease_keeps_its_mapping_after_the_segment_is_forgotten() {
         let owner = Segment::create(4096).unwrap();
-        let mut peer = PeerSegments::default();
+        let mut peer = PeerSegments::read_only();
         let fd = owner.as_fd().try_clone_to_owned().unwrap();
         let arrived = peer.insert(1, fd, owner.len(), false).unwrap();
         let lease = peer.lease(1, Some(arrived)).unwrap();
@@ -138,5 +169,6 @@ mod tests {
         drop(peer);
         unsafe { owner.bytes_mut(0, 1).unwrap()[0] = 9 };
         assert_eq!(unsafe { lease.segment().bytes(0, 1).unwrap() }, [9]);
+        assert!(unsafe { lease.segment().bytes_mut(0, 1) }.is_none());
     }
 }

@@ -1,4 +1,6 @@
-//! One shared memory segment: an anonymous `memfd` mapped read-write.
+//! One shared memory segment: an anonymous `memfd`, mapped read-write by the
+//! side that made it, and read-only by a side it was sent to that only reads
+//! it (see `PeerSegments`).
 //!
 //! A memfd has no name in any filesystem: it lives while a descriptor or a
 //! mapping of it does, in any process. So a segment outlives the process
@@ -15,6 +17,7 @@ pub struct Segment {
     fd: OwnedFd,
     ptr: *mut u8,
     len: usize,
+    writable: bool,
 }
 
 // SAFETY: the mapping is plain memory; who writes where is the protocol's
@@ -43,10 +46,24 @@ impl Segment {
         Segment::map(fd, len)
     }
 
-    /// Maps a segment received from the other side. `len` is what the
-    /// sender said; it is checked against the segment's real size, so a
-    /// wrong length cannot make this side read past the end of the file.
+    /// Maps a segment received from the other side, read-write: for pages
+    /// both sides write by design (the heartbeat). `len` is what the sender
+    /// said; it is checked against the segment's real size, so a wrong
+    /// length cannot make this side read past the end of the file.
     pub fn map(fd: OwnedFd, len: usize) -> io::Result<Segment> {
+        Segment::map_as(fd, len, true)
+    }
+
+    /// Maps a segment received from the other side, read-only: the bytes
+    /// the sender lent are its own, and a write from this side faults here
+    /// instead of changing them under the sender. Defence in depth: the
+    /// sender's own mapping stays writable. `len` is checked as in
+    /// [`Segment::map`].
+    pub fn map_read_only(fd: OwnedFd, len: usize) -> io::Result<Segment> {
+        Segment::map_as(fd, len, false)
+    }
+
+    fn map_as(fd: OwnedFd, len: usize, writable: bool) -> io::Result<Segment> {
         // SAFETY: fstat fills the struct.
         let mut stat: libc::stat = unsafe { std::mem::zeroed() };
         if unsafe { libc::fstat(fd.as_raw_fd(), &mut stat) } != 0 {
@@ -66,7 +83,11 @@ impl Segment {
             libc::mmap(
                 std::ptr::null_mut(),
                 len,
-                libc::PROT_READ | libc::PROT_WRITE,
+                if writable {
+                    libc::PROT_READ | libc::PROT_WRITE
+                } else {
+                    libc::PROT_READ
+                },
                 libc::MAP_SHARED,
                 fd.as_raw_fd(),
                 0,
@@ -79,6 +100,7 @@ impl Segment {
             fd,
             ptr: ptr as *mut u8,
             len,
+            writable,
         })
     }
 
@@ -114,7 +136,8 @@ impl Segment {
         (end <= self.len).then(|| std::slice::from_raw_parts(self.ptr.add(offset), len))
     }
 
-    /// The bytes `[offset, offset + len)` to write, if inside the segment.
+    /// The bytes `[offset, offset + len)` to write, if inside the segment
+    /// and it is mapped writable here.
     ///
     /// # Safety
     /// The caller must be the only one reading or writing those bytes while
@@ -122,7 +145,8 @@ impl Segment {
     #[allow(clippy::mut_from_ref)]
     pub unsafe fn bytes_mut(&self, offset: usize, len: usize) -> Option<&mut [u8]> {
         let end = offset.checked_add(len)?;
-        (end <= self.len).then(|| std::slice::from_raw_parts_mut(self.ptr.add(offset), len))
+        (self.writable && end <= self.len)
+            .then(|| std::slice::from_raw_parts_mut(self.ptr.add(offset), len))
     }
 }
 
@@ -158,6 +182,33 @@ mod tests {
         unsafe { a.bytes_mut(100, 3).unwrap() }.copy_from_slice(b"abc");
         assert_eq!(unsafe { b.bytes(100, 3).unwrap() }, b"abc");
         assert!(unsafe { b.bytes(a.len() - 1, 2) }.is_none());
+    }
+
+    #[test]
+    fn a_read_only_mapping_sees_writes_but_cannot_make_them() {
+        let a = Segment::create(4096).unwrap();
+        let fd = a.as_fd().try_clone_to_owned().unwrap();
+        let b = Segment::map_read_only(fd, a.len()).unwrap();
+        unsafe { a.bytes_mut(7, 2).unwrap() }.copy_from_slice(b"hi");
+        assert_eq!(unsafe { b.bytes(7, 2).unwrap() }, b"hi");
+        assert!(unsafe { b.bytes_mut(7, 2) }.is_none());
+        // A write through the pointer (what a framework working in place
+        // would do) faults; tried in a child, which only writes and exits.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            unsafe {
+                std::ptr::write_volatile(b.as_ptr().add(7), b'X');
+                libc::_exit(0);
+            }
+        }
+        let mut status = 0;
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        assert!(
+            libc::WIFSIGNALED(status),
+            "the write did not fault: {status:#x}"
+        );
+        assert_eq!(libc::WTERMSIG(status), libc::SIGSEGV);
+        assert_eq!(unsafe { b.bytes(7, 2).unwrap() }, b"hi");
     }
 
     #[test]

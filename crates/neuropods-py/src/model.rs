@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use neuropods_core::{Buffer, DType, Dim, LoadOptions, Tensor, TensorMap, TensorSpec};
+use neuropods_core::{DType, Dim, ForeignBuffer, LoadOptions, Tensor, TensorMap, TensorSpec};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
@@ -221,7 +221,8 @@ impl Neuropod {
 
     /// A zero-filled, writable array for input `name` (dtype from the spec
     /// unless given). For a model run out of process it lives in shared
-    /// memory, and `infer` hands it to the worker without copying it.
+    /// memory, and `infer` hands it to the worker without copying it (bool
+    /// arrays excepted: bools are copied where they are checked).
     #[pyo3(signature = (name, shape, dtype = None))]
     fn allocate<'py>(
         &self,
@@ -251,16 +252,16 @@ impl Neuropod {
                 }
             };
             let allocation = model.allocate(name, dtype, &shape).map_err(CoreError)?;
-            // SAFETY: the allocation's owner keeps its bytes alive; the
-            // array is the only writer, as for any array a caller fills.
-            let buffer = unsafe {
-                Buffer::from_raw_parts(
+            // SAFETY: the allocation's owner keeps its bytes alive; they
+            // are lent memory, which the caller writes through the array.
+            let lent = unsafe {
+                ForeignBuffer::from_raw_parts(
                     allocation.as_mut_ptr(),
                     allocation.len(),
                     allocation.owner().clone(),
                 )
             };
-            let tensor = Tensor::from_buffer(dtype, shape, buffer).map_err(CoreError)?;
+            let tensor = Tensor::from_foreign(dtype, shape, lent).map_err(CoreError)?;
             tensor_to_numpy(py, name, tensor, Access::Writable)
         })
     }

@@ -2,10 +2,12 @@
 //! allows. Shared by the Python bindings and the python backend, so that
 //! both take and give arrays alike.
 
+use std::any::Any;
 use std::mem::ManuallyDrop;
 use std::sync::Arc;
 
-use neuropods_core::{Buffer, DType, Tensor, TensorData};
+use neuropods_core::tensor::AlignedBufferWriter;
+use neuropods_core::{Buffer, DType, ForeignBuffer, Tensor, TensorData};
 use numpy::npyffi::{
     self, NPY_ARRAY_ALIGNED, NPY_ARRAY_C_CONTIGUOUS, NPY_ARRAY_WRITEABLE, PY_ARRAY_API,
 };
@@ -54,13 +56,19 @@ impl Drop for PyOwner {
     }
 }
 
-/// Wraps Python-owned memory as a core buffer.
+/// Wraps the memory of an immutable Python object (a `bytes`) as a frozen
+/// core buffer.
 ///
 /// # Safety
-/// `ptr`/`len` must be memory owned by `owner` that nobody frees or moves
-/// while `owner` is referenced.
+/// `ptr`/`len` must be memory owned by `owner` that nobody frees, moves or
+/// writes while `owner` is referenced.
 pub unsafe fn buffer_from_python(ptr: *const u8, len: usize, owner: Py<PyAny>) -> Buffer {
-    Buffer::from_raw_parts(ptr, len, Arc::new(PyOwner(ManuallyDrop::new(owner))))
+    // SAFETY: the caller's contract is the frozen one.
+    unsafe { Buffer::from_raw_parts(ptr, len, python_owner(owner)) }
+}
+
+fn python_owner(owner: Py<PyAny>) -> Arc<dyn Any + Send + Sync> {
+    Arc::new(PyOwner(ManuallyDrop::new(owner)))
 }
 
 fn numeric_dtype(kind: u8, itemsize: usize) -> Option<DType> {
@@ -81,8 +89,12 @@ fn numeric_dtype(kind: u8, itemsize: usize) -> Option<DType> {
     })
 }
 
-/// Converts one numpy array. C-contiguous, aligned, native-endian numeric
-/// arrays are borrowed in place; others are copied once by numpy.
+/// Converts one numpy array. C-contiguous, aligned, native-endian, writable
+/// numeric arrays are borrowed in place; others are copied once by numpy.
+/// Either way the memory is numpy's, which the caller's other threads may
+/// write while the GIL is released, so it is lent memory
+/// ([`ForeignBuffer`]). Bools are the exception: copied once, and checked
+/// on the copy.
 pub fn tensor_from_numpy(py: Python<'_>, name: &str, value: &Bound<'_, PyAny>) -> Result<Tensor> {
     let Ok(array) = value.cast::<PyUntypedArray>() else {
         return Err(ConvertError::Type(format!(
@@ -124,31 +136,27 @@ pub fn tensor_from_numpy(py: Python<'_>, name: &str, value: &Bound<'_, PyAny>) -
             .call_method("array", (array,), Some(&kwargs))?
             .cast_into::<PyUntypedArray>()?
     };
-    // numpy bools are bytes that may hold any value (np.frombuffer, .view);
-    // the core's bool tensors hold 0 or 1 only.
-    let array = if dtype == DType::Bool && !bools_are_canonical(&array) {
-        array
-            .call_method1("__ne__", (0,))?
-            .cast_into::<PyUntypedArray>()?
-    } else {
-        array
-    };
-    // SAFETY: a C-contiguous array's data is `len` bytes at `data`.
-    let raw = unsafe { &*array.as_array_ptr() };
+    // SAFETY: `array` is a live numpy array.
+    let data = unsafe { (*array.as_array_ptr()).fields.data } as *mut u8;
     let len = array.len() * dtype.item_size().unwrap_or(1);
-    let buffer =
-        unsafe { buffer_from_python(raw.fields.data as *const u8, len, array.into_any().unbind()) };
-    Tensor::from_buffer(dtype, shape, buffer).map_err(ConvertError::Core)
-}
-
-fn bools_are_canonical(array: &Bound<'_, PyUntypedArray>) -> bool {
-    // SAFETY: called on a C-contiguous array of one-byte elements.
-    let raw = unsafe { &*array.as_array_ptr() };
-    if array.len() == 0 {
-        return true;
+    // SAFETY: a C-contiguous array's data is `len` bytes at `data`, kept
+    // alive (not freed or moved; numpy arrays never move their data) by the
+    // reference the owner holds.
+    let lent = unsafe {
+        ForeignBuffer::from_raw_parts(data, len, python_owner(array.into_any().unbind()))
+    };
+    if dtype == DType::Bool {
+        // numpy bools are bytes that may hold any value (np.frombuffer,
+        // .view), and the core's bools are 0 or 1: normalized on the copy
+        // that the model reads, so that no later write can undo the check.
+        let mut copy = AlignedBufferWriter::new(len);
+        lent.copy_to(copy.as_mut_slice());
+        for byte in copy.as_mut_slice() {
+            *byte = u8::from(*byte != 0);
+        }
+        return Tensor::from_buffer(dtype, shape, copy.finish()).map_err(ConvertError::Core);
     }
-    let bytes = unsafe { std::slice::from_raw_parts(raw.fields.data as *const u8, array.len()) };
-    bytes.iter().all(|&b| b <= 1)
+    Tensor::from_foreign(dtype, shape, lent).map_err(ConvertError::Core)
 }
 
 fn string_tensor(
@@ -186,11 +194,11 @@ fn string_tensor(
     Tensor::from_strings(shape, strings).map_err(ConvertError::Core)
 }
 
-/// Owns the memory behind numpy arrays that Neuropods hands out; set as
-/// their `base`, so the memory lives exactly as long as the arrays.
+/// Keeps alive the memory behind numpy arrays that Neuropods hands out; set
+/// as their `base`, so the memory lives exactly as long as the arrays.
 #[pyclass(frozen, module = "neuropods_native")]
 pub struct TensorMemory {
-    _buffer: Buffer,
+    _owner: Arc<dyn Any + Send + Sync>,
 }
 
 fn numpy_descr<'py>(py: Python<'py>, dtype: DType) -> Bound<'py, PyArrayDescr> {
@@ -218,29 +226,34 @@ pub enum Access {
     /// model's own tensor, a bytes object).
     ReadOnly,
     /// Inputs lent to a model: it may work in place on them, as on the
-    /// arrays it gets when called directly (the caller's writable memory; a
-    /// read-only array was copied on its way in).
+    /// arrays it gets when called directly. Lent memory (the caller's
+    /// array) is viewed as it is; frozen bytes, which nobody may write, are
+    /// copied first.
     Writable,
 }
 
-/// A numpy array viewing `buffer`, which it keeps alive.
-fn array_over_buffer<'py>(
+/// A numpy array viewing the `descr`/`shape` elements at `data`, which
+/// `owner` keeps alive; `owner` becomes the array's base.
+///
+/// # Safety
+/// `data` must hold the elements, C-contiguous and aligned, valid while
+/// `owner` lives; with [`Access::Writable`], nobody else may rely on them
+/// staying unchanged.
+unsafe fn array_over<'py>(
     py: Python<'py>,
     descr: Bound<'py, PyArrayDescr>,
     shape: &[usize],
-    buffer: Buffer,
+    data: *mut u8,
+    owner: Arc<dyn Any + Send + Sync>,
     access: Access,
 ) -> PyResult<Bound<'py, PyAny>> {
     let mut dims: Vec<npyffi::npy_intp> = shape.iter().map(|&d| d as npyffi::npy_intp).collect();
-    let data = buffer.as_ptr() as *mut std::ffi::c_void;
-    let memory = Bound::new(py, TensorMemory { _buffer: buffer })?;
-    // SAFETY: `data` holds shape's elements of `descr`, C-contiguous, kept
-    // alive by `memory`, which becomes the array's base; writable only when
-    // the caller says the memory is lent for writing (see `Access`).
+    let memory = Bound::new(py, TensorMemory { _owner: owner })?;
     let flags = match access {
         Access::ReadOnly => NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED,
         Access::Writable => NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED | NPY_ARRAY_WRITEABLE,
     };
+    // SAFETY: per this function's contract; `memory` becomes the base.
     unsafe {
         let array_type = npyffi::get_type_object(py, npyffi::NpyTypes::PyArray_Type);
         let ptr = PY_ARRAY_API.PyArray_NewFromDescr(
@@ -250,7 +263,7 @@ fn array_over_buffer<'py>(
             dims.len() as std::ffi::c_int,
             dims.as_mut_ptr(),
             std::ptr::null_mut(),
-            data,
+            data.cast(),
             flags,
             std::ptr::null_mut(),
         );
@@ -267,6 +280,64 @@ fn array_over_buffer<'py>(
     }
 }
 
+/// A numpy array over frozen bytes: in place when read-only and aligned,
+/// else over a copy that only the array holds.
+fn array_over_frozen<'py>(
+    py: Python<'py>,
+    dtype: DType,
+    shape: &[usize],
+    buffer: &Buffer,
+    access: Access,
+) -> PyResult<Bound<'py, PyAny>> {
+    let buffer =
+        if access == Access::ReadOnly && buffer.is_aligned_to(dtype.item_size().unwrap_or(1)) {
+            buffer.clone()
+        } else {
+            Buffer::copy_from_slice(buffer)
+        };
+    let data = buffer.as_ptr().cast_mut();
+    // SAFETY: the buffer holds the elements, C-contiguous and aligned (a
+    // copy is aligned to 64), and is owned; writable only when it is a
+    // copy nobody else holds.
+    unsafe {
+        array_over(
+            py,
+            numpy_descr(py, dtype),
+            shape,
+            data,
+            Arc::new(buffer),
+            access,
+        )
+    }
+}
+
+/// A numpy array over lent bytes: in place when aligned (numpy reads and
+/// writes them as the caller would), else over a frozen copy.
+fn array_over_lent<'py>(
+    py: Python<'py>,
+    dtype: DType,
+    shape: &[usize],
+    lent: &ForeignBuffer,
+    access: Access,
+) -> PyResult<Bound<'py, PyAny>> {
+    if !lent.is_aligned_to(dtype.item_size().unwrap_or(1)) {
+        return array_over_frozen(py, dtype, shape, &lent.to_frozen(), Access::Writable);
+    }
+    // SAFETY: the bytes hold the elements, C-contiguous and aligned
+    // (checked above), valid while the owner lives; they are lent memory,
+    // which may be written.
+    unsafe {
+        array_over(
+            py,
+            numpy_descr(py, dtype),
+            shape,
+            lent.as_ptr(),
+            lent.owner().clone(),
+            access,
+        )
+    }
+}
+
 /// Converts a core tensor to numpy: numeric tensors become views of their
 /// memory (no copy); strings an array of numpy's variable-width
 /// `StringDType` (numpy >= 2), else of fixed-width unicode (`<U`).
@@ -280,13 +351,10 @@ pub fn tensor_to_numpy<'py>(
     let dtype = tensor.dtype();
     let array = match tensor.data() {
         TensorData::Numeric(buffer) => {
-            let buffer = if buffer.is_aligned_to(dtype.item_size().unwrap_or(1)) {
-                buffer.clone()
-            } else {
-                Buffer::copy_from_slice(buffer)
-            };
-            array_over_buffer(py, numpy_descr(py, dtype), &shape, buffer, access)
-                .map_err(ConvertError::Py)
+            array_over_frozen(py, dtype, &shape, buffer, access).map_err(ConvertError::Py)
+        }
+        TensorData::Foreign(lent) => {
+            array_over_lent(py, dtype, &shape, lent, access).map_err(ConvertError::Py)
         }
         TensorData::Strings(strings) => string_array(py, name, &shape, strings),
     };
@@ -374,11 +442,9 @@ fn string_array<'py>(
         }
     }
     let descr = PyArrayDescr::new(py, format!("<U{width}"))?;
-    Ok(array_over_buffer(
-        py,
-        descr,
-        shape,
-        Buffer::from_vec(ucs4),
-        Access::Writable,
-    )?)
+    let data = ucs4.as_mut_ptr().cast::<u8>();
+    // SAFETY: the vector holds the shape's cells, C-contiguous and aligned,
+    // and its heap block does not move into the Arc; only the array holds
+    // it, so it may be written.
+    Ok(unsafe { array_over(py, descr, shape, data, Arc::new(ucs4), Access::Writable) }?)
 }

@@ -252,8 +252,9 @@ impl BackendModel for PythonModel {
             let kwargs = PyDict::new(py);
             for (name, tensor) in inputs {
                 // The model gets the inputs as it would if called directly:
-                // writable views of the caller's memory (no copy), which it
-                // may keep (the view holds the memory alive).
+                // writable views of the caller's memory (no copy; frozen
+                // bytes are copied, see `Access::Writable`), which it may
+                // keep (the view holds the memory alive).
                 let array = tensor_to_numpy(py, name, tensor.clone(), Access::Writable)
                     .map_err(|e| convert_error(py, e, Error::InvalidInput))?;
                 kwargs
@@ -272,7 +273,10 @@ impl BackendModel for PythonModel {
                 let tensor = tensor_from_numpy(py, &name, &value).map_err(|e| {
                     convert_error(py, e, |m| Error::framework(format!("output {m}")))
                 })?;
-                tensors.insert(name, tensor);
+                // The model may keep the array it returns and change it on
+                // its next call (or return an input): the caller gets a
+                // frozen copy, as it gets from every backend.
+                tensors.insert(name, tensor.to_frozen());
             }
             Ok(tensors)
         })

@@ -200,6 +200,8 @@ impl AsRef<[u8]> for BufferBytes {
 pub fn raw_from_tensor(tensor: &Tensor) -> Bytes {
     match tensor.data() {
         TensorData::Numeric(buffer) => Bytes::from_owner(BufferBytes(buffer.clone())),
+        // Lent bytes may change: sent as they are now, copied.
+        TensorData::Foreign(lent) => Bytes::from_owner(BufferBytes(lent.to_frozen())),
         TensorData::Strings(strings) => {
             let len = strings.iter().map(|s| 4 + s.len()).sum();
             let mut raw = BytesMut::with_capacity(len);
@@ -439,12 +441,23 @@ impl serde::Serialize for JsonElements<'_> {
         use serde::ser::SerializeSeq;
         let tensor = self.0;
         let mut seq = out.serialize_seq(Some(tensor.numel()))?;
-        match tensor.data() {
+        // Lent bytes may change: read as they are now, from a copy.
+        let copy;
+        let frozen = match tensor.data() {
+            TensorData::Foreign(lent) => {
+                copy = TensorData::Numeric(lent.to_frozen());
+                &copy
+            }
+            data => data,
+        };
+        match frozen {
             TensorData::Strings(strings) => {
                 for s in strings.iter() {
                     seq.serialize_element(s)?;
                 }
             }
+            // Copied above.
+            TensorData::Foreign(_) => {}
             TensorData::Numeric(buffer) => {
                 macro_rules! each {
                     ($t:ty, $map:expr) => {

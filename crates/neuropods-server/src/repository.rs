@@ -64,9 +64,14 @@ const CALLS_PER_INSTANCE_AND_CORE: usize = 4;
 fn input_bytes(inputs: &TensorMap) -> usize {
     inputs
         .values()
-        .map(|t| match t.data() {
-            neuropods_core::TensorData::Numeric(b) => b.len(),
-            neuropods_core::TensorData::Strings(s) => s.iter().map(|s| s.len() + 16).sum(),
+        .map(|t| match t.numeric_bytes() {
+            Some((_, len)) => len,
+            None => t
+                .strings()
+                .unwrap_or_default()
+                .iter()
+                .map(|s| s.len() + 16)
+                .sum(),
         })
         .sum()
 }

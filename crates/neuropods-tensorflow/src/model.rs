@@ -10,7 +10,7 @@ use neuropods_core::backend::plugin::{points_into_inputs, Backend, BackendModel,
 use neuropods_core::device::model_device;
 use neuropods_core::json;
 use neuropods_core::package::BACKEND_CONFIG_FILE;
-use neuropods_core::{Buffer, DType, Error, Result, Tensor, TensorMap, TensorSpec};
+use neuropods_core::{Buffer, DType, Error, Result, Tensor, TensorData, TensorMap, TensorSpec};
 use serde::Deserialize;
 
 use crate::dtypes;
@@ -314,13 +314,13 @@ impl Backend for TensorFlowBackend {
     }
 }
 
-unsafe extern "C" fn release_buffer(_data: *mut c_void, _len: usize, arg: *mut c_void) {
+unsafe extern "C" fn release_data(_data: *mut c_void, _len: usize, arg: *mut c_void) {
     // SAFETY: `arg` is the box made in `feed`, released once by TF.
-    drop(unsafe { Box::from_raw(arg.cast::<Buffer>()) });
+    drop(unsafe { Box::from_raw(arg.cast::<TensorData>()) });
 }
 
 /// A TF tensor for an input. Numeric inputs are handed to TF in place: TF
-/// holds a reference to the buffer until it releases it (TF copies them
+/// holds a reference to their memory until it releases it (TF copies them
 /// itself when they are not aligned as its kernels need).
 fn feed(tensor: &Tensor) -> Result<ffi::Tensor> {
     let dims: Vec<i64> = tensor.shape().iter().map(|&d| d as i64).collect();
@@ -328,18 +328,26 @@ fn feed(tensor: &Tensor) -> Result<ffi::Tensor> {
     if let Some(strings) = tensor.strings() {
         return ffi::Tensor::strings(&dims, strings).map_err(Error::framework);
     }
-    let buffer = tensor
-        .buffer()
-        .ok_or_else(|| Error::Internal("numeric tensor without a buffer".into()))?;
-    let data = buffer.as_ptr() as *mut c_void;
-    let len = buffer.len();
-    let owner = Box::into_raw(Box::new(buffer.clone())).cast::<c_void>();
-    // SAFETY: the boxed Buffer keeps the bytes alive and unchanged until TF
-    // calls `release_buffer`. TF reads inputs and never writes them while
-    // the caller still holds the tensor, which `infer` does until the run
-    // and its outputs are done.
-    unsafe { ffi::Tensor::over(type_code, &dims, data, len, release_buffer, owner) }
-        .map_err(Error::framework)
+    let (data, len) = tensor
+        .numeric_bytes()
+        .ok_or_else(|| Error::Internal("numeric tensor without bytes".into()))?;
+    let owner = Box::into_raw(Box::new(tensor.data().clone())).cast::<c_void>();
+    // SAFETY: the boxed data (a share of the tensor's memory) keeps the
+    // bytes alive until TF calls `release_data`. TF reads inputs and never
+    // writes them while the caller still holds the tensor, which `infer`
+    // does until the run and its outputs are done, so frozen bytes stay
+    // frozen.
+    unsafe {
+        ffi::Tensor::over(
+            type_code,
+            &dims,
+            data.cast_mut().cast(),
+            len,
+            release_data,
+            owner,
+        )
+    }
+    .map_err(Error::framework)
 }
 
 /// An output tensor; numeric ones are handed on without a copy, kept alive

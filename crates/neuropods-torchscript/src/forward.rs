@@ -2,7 +2,6 @@
 
 use std::ffi::{c_char, c_void, CStr};
 
-use neuropods_core::Buffer;
 use tch::{CModule, Kind};
 
 #[repr(C)]
@@ -82,33 +81,36 @@ fn scalar_type(kind: Kind) -> Option<i8> {
     })
 }
 
-unsafe extern "C" fn release_buffer(owner: *mut c_void) {
-    drop(Box::from_raw(owner as *mut Buffer));
+unsafe extern "C" fn release_owner<T>(owner: *mut c_void) {
+    // SAFETY: `owner` is the box `tensor_over` made, released once by
+    // forward.cpp.
+    drop(unsafe { Box::from_raw(owner as *mut T) });
 }
 
-/// A CPU tensor viewing `buffer` without a copy, whose storage keeps the
-/// buffer (and so whoever owns its memory) alive until libtorch frees it.
-pub fn tensor_over_buffer(
-    buffer: &Buffer,
+/// A CPU tensor viewing the `size`/`kind` elements at `data` without a
+/// copy, whose storage keeps `owner` (and so whoever owns the memory) alive
+/// until libtorch frees it. libtorch may write through `data` (a model
+/// working in place): callers lend only memory that may be written.
+pub fn tensor_over<T: Send + 'static>(
+    data: *mut u8,
+    owner: T,
     size: &[i64],
     kind: Kind,
 ) -> Result<tch::Tensor, String> {
     let scalar_type =
         scalar_type(kind).ok_or_else(|| format!("no libtorch scalar type for {kind:?}"))?;
-    let owner = Box::into_raw(Box::new(buffer.clone())) as *mut c_void;
+    let owner = Box::into_raw(Box::new(owner)) as *mut c_void;
     let mut error: *mut c_char = std::ptr::null_mut();
-    // SAFETY: the buffer's bytes stay valid while the boxed clone lives,
-    // which forward.cpp releases exactly once; libtorch may write through
-    // the pointer (a model working in place), as it may on the caller's
-    // memory when called directly.
+    // SAFETY: `data` holds the elements and stays valid while the boxed
+    // owner lives, which forward.cpp releases exactly once.
     let tensor = unsafe {
         npt_from_blob(
-            buffer.as_ptr() as *mut c_void,
+            data as *mut c_void,
             size.as_ptr(),
             size.len(),
             scalar_type,
             owner,
-            release_buffer,
+            release_owner::<T>,
             &mut error,
         )
     };

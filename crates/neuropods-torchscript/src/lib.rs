@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use neuropods_core::backend::plugin::{points_into_inputs, Backend, BackendModel, LoadContext};
 use neuropods_core::device::{input_device, model_device, Device};
-use neuropods_core::{Buffer, DType, Error, Result, Tensor, TensorMap};
+use neuropods_core::{Buffer, DType, Error, Result, Tensor, TensorData, TensorMap};
 use tch::{CModule, Kind};
 
 /// The TorchScript backend.
@@ -242,18 +242,37 @@ impl TorchScriptModel {
                 tensor.dtype()
             ))
         })?;
-        let buffer = tensor
-            .buffer()
-            .ok_or_else(|| Error::Internal("numeric tensor without buffer".into()))?;
         let size: Vec<i64> = tensor.shape().iter().map(|&d| d as i64).collect();
-        // No copy: the tensor's storage holds the buffer, so a module that
-        // keeps an input keeps the caller's memory alive. Outputs that alias
-        // it are still copied (see `output_from_torch`).
-        let cpu = forward::tensor_over_buffer(buffer, &size, kind).map_err(Error::framework)?;
         let device = self.input_devices.get(name).copied().unwrap_or(Device::Cpu);
-        let placed = match device {
-            Device::Cpu => cpu,
-            gpu => cpu.f_to_device(tch_device(gpu)).map_err(Error::framework)?,
+        // A view, no copy: the tensor's storage holds the buffer, so a
+        // module that keeps an input keeps the caller's memory alive.
+        // Outputs that alias it are still copied (see `output_from_torch`).
+        let cpu = match tensor.data() {
+            TensorData::Foreign(lent) => {
+                forward::tensor_over(lent.as_ptr(), lent.clone(), &size, kind)
+            }
+            TensorData::Numeric(frozen) => {
+                forward::tensor_over(frozen.as_ptr().cast_mut(), frozen.clone(), &size, kind)
+            }
+            TensorData::Strings(_) => {
+                return Err(Error::Internal(
+                    "a string tensor reached the numeric path".into(),
+                ))
+            }
+        }
+        .map_err(Error::framework)?;
+        let placed = match (device, tensor.data()) {
+            // libtorch may write through an input (a model working in
+            // place): lent memory may be written, as when the caller calls
+            // libtorch directly, but nobody may write frozen bytes, so the
+            // model gets a copy of them. Moving to a GPU copies anyway.
+            (Device::Cpu, TensorData::Foreign(_)) => cpu,
+            (Device::Cpu, _) => {
+                let mut copy = cpu.f_empty_like().map_err(Error::framework)?;
+                copy.f_copy_(&cpu).map_err(Error::framework)?;
+                copy
+            }
+            (gpu, _) => cpu.f_to_device(tch_device(gpu)).map_err(Error::framework)?,
         };
         Ok(forward::Input::tensor(name, placed))
     }

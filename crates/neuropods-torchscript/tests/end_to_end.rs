@@ -34,6 +34,17 @@ create_torchscript_neuropod(
     input_spec=[{"name": "x", "dtype": "float32", "shape": ("batch", 3)}],
     output_spec=[{"name": "y", "dtype": "float32", "shape": ("batch", 2)}],
 )
+class InPlace(torch.nn.Module):
+    def forward(self, x):
+        x.mul_(2)
+        return {"y": x + 1}
+
+create_torchscript_neuropod(
+    neuropod_path=sys.argv[1] + "/inplace", model_name="inplace",
+    module=torch.jit.script(InPlace()),
+    input_spec=[{"name": "x", "dtype": "float32", "shape": (None,)}],
+    output_spec=[{"name": "y", "dtype": "float32", "shape": (None,)}],
+)
 json.dump({"x": x.ravel().tolist(), "y": expected.ravel().tolist()}, open(sys.argv[1] + "/expected.json", "w"))
 "#;
 
@@ -117,4 +128,33 @@ fn mlp_made_by_torch_runs_from_rust_like_in_torch() {
     drop(remote);
     // Outputs are views of shared memory that outlive the model.
     assert_eq!(remote_outputs["y"].shape(), &[2, 2]);
+}
+
+#[test]
+fn a_model_working_in_place_never_writes_frozen_inputs() {
+    // SAFETY: the entry point returns a pointer to a static vtable.
+    let vtable = unsafe { &*neuropods_torchscript::neuropods_backend_entry() };
+    registry::register(Platform::TorchScript, vtable);
+    let dir = tempfile::tempdir().unwrap();
+    make_package(dir.path());
+    let mut inputs = TensorMap::new();
+    inputs.insert(
+        "x".into(),
+        Tensor::from_vec(vec![3], vec![0f32, 1.0, 2.0]).unwrap(),
+    );
+    for use_ope in [false, true] {
+        let options = LoadOptions {
+            use_ope,
+            ..LoadOptions::default()
+        };
+        let model = Neuropod::load(dir.path().join("inplace"), &options).unwrap();
+        let outputs = model.infer(&inputs).unwrap();
+        assert_eq!(outputs["y"].as_slice::<f32>().unwrap(), &[1.0, 3.0, 5.0]);
+        // A `Tensor` from Rust memory is frozen: libtorch worked on a copy.
+        assert_eq!(
+            inputs["x"].as_slice::<f32>().unwrap(),
+            &[0.0, 1.0, 2.0],
+            "use_ope={use_ope}"
+        );
+    }
 }

@@ -14,7 +14,7 @@
 use std::ffi::c_void;
 
 /// Version of this ABI; a library built against another version is refused.
-pub const ABI_VERSION: u32 = 4;
+pub const ABI_VERSION: u32 = 5;
 
 /// Name of the symbol every backend library exports.
 pub const ENTRY_POINT: &str = "neuropods_backend_entry";
@@ -79,11 +79,20 @@ pub struct TensorRef {
     pub data: *const u8,
     /// Byte length of `data`.
     pub nbytes: usize,
+    /// [`TENSOR_LENT`] or 0.
+    pub flags: u32,
     /// String elements (null for numeric tensors).
     pub strings: *const StrRef,
     /// Number of strings.
     pub nstrings: usize,
 }
+
+/// [`TensorRef::flags`]: `data` is lent by an owner who may write it while
+/// the receiver holds it (a caller's numpy array), so the receiver must not
+/// read it in place from Rust (see [`crate::ForeignBuffer`]). Without the
+/// flag nobody writes it while the tensor is held, and neither may the
+/// receiver.
+pub const TENSOR_LENT: u32 = 1;
 
 /// A tensor handed over with ownership: the receiver calls `release(owner)`
 /// exactly once when it no longer needs the memory `tensor` points to (its

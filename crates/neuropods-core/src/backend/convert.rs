@@ -4,9 +4,9 @@ use std::any::Any;
 use std::ffi::c_void;
 use std::sync::Arc;
 
-use super::abi::{OwnedTensor, StrRef, TensorRef};
+use super::abi::{OwnedTensor, StrRef, TensorRef, TENSOR_LENT};
 use crate::error::{Error, Result};
-use crate::tensor::{Buffer, DType, Tensor, TensorData};
+use crate::tensor::{Buffer, DType, ForeignBuffer, Tensor, TensorData};
 
 /// The parts a [`TensorRef`] points into; must outlive the reference.
 #[derive(Default)]
@@ -18,13 +18,14 @@ pub struct RefParts {
 /// Describes `tensor` as a [`TensorRef`] pointing into it and into `parts`.
 pub fn tensor_ref(name: &str, tensor: &Tensor, parts: &mut RefParts) -> TensorRef {
     parts.shape = tensor.shape().iter().map(|&d| d as u64).collect();
-    let (data, nbytes) = match tensor.data() {
-        TensorData::Numeric(b) => (b.as_ptr(), b.len()),
-        TensorData::Strings(_) => (std::ptr::null(), 0),
+    let (data, nbytes) = tensor.numeric_bytes().unwrap_or((std::ptr::null(), 0));
+    let flags = match tensor.data() {
+        TensorData::Foreign(_) => TENSOR_LENT,
+        TensorData::Numeric(_) | TensorData::Strings(_) => 0,
     };
     parts.strings = match tensor.data() {
         TensorData::Strings(s) => s.iter().map(|s| StrRef::new(s)).collect(),
-        TensorData::Numeric(_) => Vec::new(),
+        TensorData::Numeric(_) | TensorData::Foreign(_) => Vec::new(),
     };
     TensorRef {
         name: StrRef::new(name),
@@ -33,6 +34,7 @@ pub fn tensor_ref(name: &str, tensor: &Tensor, parts: &mut RefParts) -> TensorRe
         rank: parts.shape.len(),
         data,
         nbytes,
+        flags,
         strings: if parts.strings.is_empty() {
             std::ptr::null()
         } else {
@@ -43,7 +45,8 @@ pub fn tensor_ref(name: &str, tensor: &Tensor, parts: &mut RefParts) -> TensorRe
 }
 
 /// Reads a [`TensorRef`] back. Numeric data is not copied: the tensor's
-/// buffer points at `r.data` and holds `owner`. Strings are copied.
+/// buffer points at `r.data` and holds `owner`, frozen or lent as
+/// `r.flags` says. Strings are copied.
 ///
 /// # Safety
 /// Every pointer in `r` must be valid for its length while `owner` lives.
@@ -79,6 +82,9 @@ pub unsafe fn tensor_from_ref(
             })
             .collect::<Result<Vec<_>>>()?;
         Tensor::from_strings(shape, strings)?
+    } else if r.flags & TENSOR_LENT != 0 {
+        let buffer = ForeignBuffer::from_raw_parts(r.data.cast_mut(), r.nbytes, owner);
+        Tensor::from_foreign(dtype, shape, buffer)?
     } else {
         Tensor::from_buffer(
             dtype,

@@ -30,10 +30,7 @@ pub trait BackendModel: Send + Sync {
 /// Whether `ptr` points into the memory of one of `inputs`. An output found
 /// there must be copied before it is returned (see [`BackendModel::infer`]).
 pub fn points_into_inputs(inputs: &TensorMap, ptr: *const u8) -> bool {
-    inputs
-        .values()
-        .filter_map(|t| t.buffer())
-        .any(|b| b.contains(ptr))
+    inputs.values().any(|t| t.contains(ptr))
 }
 
 /// Everything a backend gets to load a model.

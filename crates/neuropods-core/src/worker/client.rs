@@ -208,7 +208,7 @@ impl Live {
             channel: ours,
             process,
             arena: Arena::new(0),
-            peer: PeerSegments::default(),
+            peer: PeerSegments::read_only(),
             user_shared: Vec::new(),
             buf: Vec::new(),
             spin: neuropods_ope::process::spin_time(),

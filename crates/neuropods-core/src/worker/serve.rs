@@ -51,7 +51,7 @@ pub fn serve() -> i32 {
     let mut worker = Worker {
         model: None,
         arena: Arena::new(WORKER_SIDE),
-        peer: PeerSegments::default(),
+        peer: PeerSegments::writable(),
         heap: SharedHeap::get(),
         lent_outputs: Vec::new(),
     };

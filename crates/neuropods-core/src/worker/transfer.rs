@@ -15,7 +15,7 @@ use super::shared::UserSegments;
 use super::wire::{Header, NewSegment, TensorDesc};
 use crate::error::{Error, Result};
 use crate::serialize::{deserialize, serialized_len_tensor, write_tensor, Serialized};
-use crate::tensor::{Buffer, DType, Tensor, TensorData, TensorMap};
+use crate::tensor::{Buffer, DType, ForeignBuffer, Tensor, TensorData, TensorMap};
 
 /// A message's tensors, placed.
 #[derive(Default)]
@@ -74,9 +74,8 @@ fn place_each(
 ) -> Result<()> {
     for (name, tensor) in tensors {
         let (dtype, shape) = (tensor.dtype(), tensor.shape().to_vec());
-        if let (TensorData::Numeric(buffer), Some(shared)) = (tensor.data(), in_place.as_mut()) {
-            if let Some((id, segment, offset)) = shared.segments.find(buffer.as_ptr(), buffer.len())
-            {
+        if let (Some((data, len)), Some(shared)) = (tensor.numeric_bytes(), in_place.as_mut()) {
+            if let Some((id, segment, offset)) = shared.segments.find(data, len) {
                 let announce = match shared.peer_keeps.as_deref_mut() {
                     Some(kept) if kept.contains(&id) => false,
                     Some(kept) => {
@@ -100,14 +99,14 @@ fn place_each(
                     shape,
                     segment: id,
                     offset: offset as u64,
-                    len: buffer.len() as u64,
+                    len: len as u64,
                 });
                 continue;
             }
         }
-        let len = match tensor.data() {
-            TensorData::Numeric(buffer) => buffer.len(),
-            TensorData::Strings(_) => serialized_len_tensor(tensor),
+        let len = match tensor.numeric_bytes() {
+            Some((_, len)) => len,
+            None => serialized_len_tensor(tensor),
         };
         let region = arena.alloc(len).map_err(|e| {
             Error::OutOfMemory(format!("no shared memory for tensor '{name}': {e}"))
@@ -116,6 +115,7 @@ fn place_each(
         let bytes = unsafe { region.bytes_mut() };
         match tensor.data() {
             TensorData::Numeric(buffer) => bytes.copy_from_slice(buffer),
+            TensorData::Foreign(buffer) => buffer.copy_to(bytes),
             TensorData::Strings(_) => write_tensor(tensor, bytes)?,
         }
         if !placed.lent.contains(&region.id) {
@@ -166,7 +166,9 @@ pub fn map_arrived(
     Ok(arrived)
 }
 
-/// Makes the tensors a message describes, as views of shared memory.
+/// Makes the tensors a message describes, as views of shared memory:
+/// numeric ones are lent memory where `peer` maps segments writable (the
+/// worker), frozen where it maps them read-only (the caller).
 pub fn take(
     peer: &PeerSegments,
     arrived: &HashMap<SegmentId, Arc<Segment>>,
@@ -200,9 +202,11 @@ pub fn take(
         })?;
         let data = bytes.as_ptr();
         let owner: Arc<dyn std::any::Any + Send + Sync> = lease;
-        // SAFETY: the lease keeps the mapping alive.
-        let buffer = unsafe { Buffer::from_raw_parts(data, len, owner) };
         let tensor = if desc.dtype == DType::String {
+            // SAFETY: the lease keeps the mapping alive, and the sender
+            // does not write a serialized string tensor until the lease is
+            // given back, nor does anything here.
+            let buffer = unsafe { Buffer::from_raw_parts(data, len, owner) };
             match deserialize(&buffer) {
                 Ok(Serialized::Tensor(t)) if t.shape() == desc.shape.as_slice() => t,
                 Ok(_) => {
@@ -213,7 +217,20 @@ pub fn take(
                 }
                 Err(e) => return Err(format!("tensor '{}': {e}", desc.name)),
             }
+        } else if peer.is_writable() {
+            // The worker's side: inputs are lent memory. A model may work
+            // in place on them, and an input the caller allocated in shared
+            // memory is the caller's array, which it may write at any time.
+            // SAFETY: the lease keeps the mapping alive.
+            let lent = unsafe { ForeignBuffer::from_raw_parts(data.cast_mut(), len, owner) };
+            Tensor::from_foreign(desc.dtype, desc.shape, lent)
+                .map_err(|e| format!("tensor '{}': {e}", desc.name))?
         } else {
+            // SAFETY: the lease keeps the mapping alive, and the bytes are
+            // frozen while it does: the worker does not write its outputs
+            // once sent, until the lease is given back, and this side maps
+            // them read-only.
+            let buffer = unsafe { Buffer::from_raw_parts(data, len, owner) };
             Tensor::from_buffer(desc.dtype, desc.shape, buffer)
                 .map_err(|e| format!("tensor '{}': {e}", desc.name))?
         };
