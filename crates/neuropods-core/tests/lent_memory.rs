@@ -14,6 +14,7 @@ struct CallerMemory(UnsafeCell<Vec<u8>>);
 
 // SAFETY: the tests write it only while no copy is being made.
 unsafe impl Sync for CallerMemory {}
+// SAFETY: a vector of bytes, which may move to any thread.
 unsafe impl Send for CallerMemory {}
 
 impl CallerMemory {
@@ -25,6 +26,7 @@ impl CallerMemory {
         // SAFETY: the vector is never resized, so its block stays valid
         // while the owner (this memory) lives.
         let (ptr, len) = unsafe { ((*self.0.get()).as_mut_ptr(), (*self.0.get()).len()) };
+        // SAFETY: as above: valid while `self`, the owner, lives.
         unsafe { ForeignBuffer::from_raw_parts(ptr, len, self.clone()) }
     }
 

@@ -38,6 +38,7 @@ struct Value(NonNull<sys::OrtValue>);
 // SAFETY: ONNX Runtime values are plain heap objects that may be read and
 // released from any thread; nothing writes to one once a run returned it.
 unsafe impl Send for Value {}
+// SAFETY: as for Send: shared references only read a value.
 unsafe impl Sync for Value {}
 
 impl Value {

@@ -51,10 +51,9 @@ impl Region {
     /// Only before the region is sent: after that the other side reads it.
     #[allow(clippy::mut_from_ref)]
     pub unsafe fn bytes_mut(&self) -> &mut [u8] {
-        // The arena made the region inside its segment.
-        self.segment
-            .bytes_mut(self.offset, self.len)
-            .unwrap_or_default()
+        // SAFETY: the arena made the region inside its own (writable)
+        // segment, and the caller is its only user until it is sent.
+        unsafe { self.segment.bytes_mut(self.offset, self.len) }.unwrap_or_default()
     }
 }
 

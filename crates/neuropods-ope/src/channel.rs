@@ -306,8 +306,11 @@ mod tests {
                 assert_eq!(&buf[..n], b"hello");
                 assert_eq!(fds.len(), 1);
                 let mapped = Segment::map(fds.into_iter().next().unwrap(), 4096).unwrap();
-                unsafe { segment.bytes_mut(0, 1).unwrap()[0] = 5 };
-                assert_eq!(unsafe { mapped.bytes(0, 1).unwrap() }, [5]);
+                // SAFETY: the test is the mappings' only user.
+                unsafe {
+                    segment.bytes_mut(0, 1).unwrap()[0] = 5;
+                    assert_eq!(mapped.bytes(0, 1).unwrap(), [5]);
+                }
             }
             other => panic!("{other:?}"),
         }

@@ -167,8 +167,11 @@ mod tests {
         let lease = peer.lease(1, Some(arrived)).unwrap();
         peer.forget(1);
         drop(peer);
-        unsafe { owner.bytes_mut(0, 1).unwrap()[0] = 9 };
-        assert_eq!(unsafe { lease.segment().bytes(0, 1).unwrap() }, [9]);
-        assert!(unsafe { lease.segment().bytes_mut(0, 1) }.is_none());
+        // SAFETY: the test is the mappings' only user, one step at a time.
+        unsafe {
+            owner.bytes_mut(0, 1).unwrap()[0] = 9;
+            assert_eq!(lease.segment().bytes(0, 1).unwrap(), [9]);
+            assert!(lease.segment().bytes_mut(0, 1).is_none());
+        }
     }
 }

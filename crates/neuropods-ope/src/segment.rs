@@ -24,6 +24,8 @@ pub struct Segment {
 // business (a region is written only by the side that owns it, before it is
 // lent).
 unsafe impl Send for Segment {}
+// SAFETY: as for Send; `&Segment` hands out only raw pointers and `unsafe`
+// accessors whose callers uphold that protocol.
 unsafe impl Sync for Segment {}
 
 impl Segment {
@@ -64,8 +66,9 @@ impl Segment {
     }
 
     fn map_as(fd: OwnedFd, len: usize, writable: bool) -> io::Result<Segment> {
-        // SAFETY: fstat fills the struct.
+        // SAFETY: `stat` is plain data, for which all zeroes is a value.
         let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: fstat fills the struct from a descriptor we own.
         if unsafe { libc::fstat(fd.as_raw_fd(), &mut stat) } != 0 {
             return Err(io::Error::last_os_error());
         }
@@ -133,7 +136,9 @@ impl Segment {
     /// No one may write those bytes while the slice is used.
     pub unsafe fn bytes(&self, offset: usize, len: usize) -> Option<&[u8]> {
         let end = offset.checked_add(len)?;
-        (end <= self.len).then(|| std::slice::from_raw_parts(self.ptr.add(offset), len))
+        // SAFETY: `[offset, end)` lies inside the mapping, checked here;
+        // nobody writes it meanwhile, as the caller promises.
+        (end <= self.len).then(|| unsafe { std::slice::from_raw_parts(self.ptr.add(offset), len) })
     }
 
     /// The bytes `[offset, offset + len)` to write, if inside the segment
@@ -145,8 +150,10 @@ impl Segment {
     #[allow(clippy::mut_from_ref)]
     pub unsafe fn bytes_mut(&self, offset: usize, len: usize) -> Option<&mut [u8]> {
         let end = offset.checked_add(len)?;
+        // SAFETY: `[offset, end)` lies inside a writable mapping, checked
+        // here; nobody else touches it meanwhile, as the caller promises.
         (self.writable && end <= self.len)
-            .then(|| std::slice::from_raw_parts_mut(self.ptr.add(offset), len))
+            .then(|| unsafe { std::slice::from_raw_parts_mut(self.ptr.add(offset), len) })
     }
 }
 
@@ -179,9 +186,12 @@ mod tests {
         assert!(a.len() >= 4096);
         let fd = a.as_fd().try_clone_to_owned().unwrap();
         let b = Segment::map(fd, a.len()).unwrap();
-        unsafe { a.bytes_mut(100, 3).unwrap() }.copy_from_slice(b"abc");
-        assert_eq!(unsafe { b.bytes(100, 3).unwrap() }, b"abc");
-        assert!(unsafe { b.bytes(a.len() - 1, 2) }.is_none());
+        // SAFETY: the test is the mappings' only user, one step at a time.
+        unsafe {
+            a.bytes_mut(100, 3).unwrap().copy_from_slice(b"abc");
+            assert_eq!(b.bytes(100, 3).unwrap(), b"abc");
+            assert!(b.bytes(a.len() - 1, 2).is_none());
+        }
     }
 
     #[test]
@@ -189,25 +199,32 @@ mod tests {
         let a = Segment::create(4096).unwrap();
         let fd = a.as_fd().try_clone_to_owned().unwrap();
         let b = Segment::map_read_only(fd, a.len()).unwrap();
-        unsafe { a.bytes_mut(7, 2).unwrap() }.copy_from_slice(b"hi");
-        assert_eq!(unsafe { b.bytes(7, 2).unwrap() }, b"hi");
-        assert!(unsafe { b.bytes_mut(7, 2) }.is_none());
+        // SAFETY: the test is the mappings' only user, one step at a time.
+        unsafe {
+            a.bytes_mut(7, 2).unwrap().copy_from_slice(b"hi");
+            assert_eq!(b.bytes(7, 2).unwrap(), b"hi");
+            assert!(b.bytes_mut(7, 2).is_none());
+        }
         // A write through the pointer (what a framework working in place
         // would do) faults; tried in a child, which only writes and exits.
+        // SAFETY: the child calls nothing that could hold a lock.
         let pid = unsafe { libc::fork() };
         if pid == 0 {
+            // SAFETY: in bounds; the write is meant to fault.
             unsafe {
                 std::ptr::write_volatile(b.as_ptr().add(7), b'X');
                 libc::_exit(0);
             }
         }
         let mut status = 0;
+        // SAFETY: waits for our own child.
         assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
         assert!(
             libc::WIFSIGNALED(status),
             "the write did not fault: {status:#x}"
         );
         assert_eq!(libc::WTERMSIG(status), libc::SIGSEGV);
+        // SAFETY: nobody writes the segment any more.
         assert_eq!(unsafe { b.bytes(7, 2).unwrap() }, b"hi");
     }
 

@@ -182,6 +182,7 @@ pub struct Session(NonNull<tf::TF_Session>);
 // SAFETY: TF sessions are thread-safe: `TF_SessionRun` may be called from
 // many threads at once; closing happens only on drop.
 unsafe impl Send for Session {}
+// SAFETY: as for Send: runs from many threads at once are TF's contract.
 unsafe impl Sync for Session {}
 
 impl Session {
@@ -320,6 +321,7 @@ pub struct Tensor(NonNull<tf::TF_Tensor>);
 // SAFETY: a TF tensor is an immutable, reference-counted buffer once built;
 // TF frees it from any thread.
 unsafe impl Send for Tensor {}
+// SAFETY: as for Send: shared references only read it.
 unsafe impl Sync for Tensor {}
 
 /// Frees what a tensor built by [`Tensor::over`] borrowed.
@@ -331,8 +333,8 @@ impl Tensor {
     /// align them).
     ///
     /// # Safety
-    /// The bytes must stay valid and unchanged until `release` is called,
-    /// and `release` must free whatever `arg` holds.
+    /// The bytes must stay valid until `release` is called (TF only reads
+    /// them), and `release` must free whatever `arg` holds.
     pub unsafe fn over(
         type_code: tf::TF_DataType,
         dims: &[i64],
@@ -341,15 +343,18 @@ impl Tensor {
         release: Release,
         arg: *mut c_void,
     ) -> Result<Tensor, String> {
-        let tensor = tf::TF_NewTensor(
-            type_code,
-            dims.as_ptr(),
-            dims.len() as c_int,
-            data,
-            len,
-            Some(release),
-            arg,
-        );
+        // SAFETY: the caller's contract; the dims are copied by the call.
+        let tensor = unsafe {
+            tf::TF_NewTensor(
+                type_code,
+                dims.as_ptr(),
+                dims.len() as c_int,
+                data,
+                len,
+                Some(release),
+                arg,
+            )
+        };
         NonNull::new(tensor)
             .map(Tensor)
             .ok_or_else(|| "TF_NewTensor refused the tensor (size does not match shape?)".into())

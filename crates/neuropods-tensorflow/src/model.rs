@@ -118,6 +118,8 @@ impl TfModel {
 // SAFETY: the session is thread-safe (see `ffi::Session`); the graph and its
 // endpoints are never changed after loading.
 unsafe impl Send for TfModel {}
+// SAFETY: as for Send: calls share only the thread-safe session and
+// read-only endpoints.
 unsafe impl Sync for TfModel {}
 
 fn spec_names(specs: &[TensorSpec]) -> Vec<&str> {

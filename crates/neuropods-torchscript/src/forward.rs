@@ -59,9 +59,13 @@ extern "C" {
 /// # Safety
 /// `error` is a non-null, NUL-terminated message from `npt_error`.
 unsafe fn take_error(error: *mut c_char) -> String {
-    let message = CStr::from_ptr(error).to_string_lossy().into_owned();
-    npt_free_error(error);
-    message
+    // SAFETY: the caller's contract; the text is copied before it is freed,
+    // once.
+    unsafe {
+        let message = CStr::from_ptr(error).to_string_lossy().into_owned();
+        npt_free_error(error);
+        message
+    }
 }
 
 /// libtorch's `c10::ScalarType` number of a kind (c10/core/ScalarType.h);
@@ -170,13 +174,20 @@ pub struct Output {
     pub value: Value,
 }
 
+/// # Safety
+/// `name` points to `len` readable bytes (or `len` is 0).
 unsafe fn lossy_string(name: *const u8, len: usize) -> String {
     if len == 0 {
         String::new()
     } else {
-        String::from_utf8_lossy(std::slice::from_raw_parts(name, len)).into_owned()
+        // SAFETY: the caller's contract; the bytes are copied at once.
+        String::from_utf8_lossy(unsafe { std::slice::from_raw_parts(name, len) }).into_owned()
     }
 }
+
+// forward.cpp's callbacks: `ctx` is the `Vec<Output>` that `forward` passed,
+// used by nothing else until the call returns; the names and strings live
+// for the callback.
 
 unsafe extern "C" fn on_tensor(
     ctx: *mut c_void,
@@ -185,13 +196,16 @@ unsafe extern "C" fn on_tensor(
     position: i64,
     t: *mut c_void,
 ) {
-    let outputs = &mut *(ctx as *mut Vec<Output>);
-    outputs.push(Output {
-        name: lossy_string(name, len),
-        position: usize::try_from(position).ok(),
-        // SAFETY: forward.cpp hands over a new at::Tensor*, tch's C_tensor.
-        value: Value::Tensor(tch::Tensor::from_ptr(t as *mut _)),
-    });
+    // SAFETY: see the callbacks' comment above; forward.cpp hands over a
+    // new at::Tensor*, tch's C_tensor.
+    unsafe {
+        let outputs = &mut *(ctx as *mut Vec<Output>);
+        outputs.push(Output {
+            name: lossy_string(name, len),
+            position: usize::try_from(position).ok(),
+            value: Value::Tensor(tch::Tensor::from_ptr(t as *mut _)),
+        });
+    }
 }
 
 unsafe extern "C" fn on_strings(
@@ -203,15 +217,19 @@ unsafe extern "C" fn on_strings(
     lens: *const usize,
     count: usize,
 ) {
-    let outputs = &mut *(ctx as *mut Vec<Output>);
-    let values = (0..count)
-        .map(|i| lossy_string(*strings.add(i), *lens.add(i)))
-        .collect();
-    outputs.push(Output {
-        name: lossy_string(name, len),
-        position: usize::try_from(position).ok(),
-        value: Value::Strings(values),
-    });
+    // SAFETY: see the callbacks' comment above; `strings` and `lens` hold
+    // `count` entries.
+    unsafe {
+        let outputs = &mut *(ctx as *mut Vec<Output>);
+        let values = (0..count)
+            .map(|i| lossy_string(*strings.add(i), *lens.add(i)))
+            .collect();
+        outputs.push(Output {
+            name: lossy_string(name, len),
+            position: usize::try_from(position).ok(),
+            value: Value::Strings(values),
+        });
+    }
 }
 
 /// The raw `torch::jit::Module*` inside a tch `CModule`.

@@ -46,7 +46,8 @@ impl StrRef {
     /// # Safety
     /// `ptr`/`len` must describe readable bytes.
     pub unsafe fn to_string_lossy(&self) -> String {
-        String::from_utf8_lossy(self.as_bytes()).into_owned()
+        // SAFETY: the caller's contract; the bytes are copied at once.
+        String::from_utf8_lossy(unsafe { self.as_bytes() }).into_owned()
     }
 
     /// The bytes.
@@ -57,7 +58,8 @@ impl StrRef {
         if self.len == 0 {
             &[]
         } else {
-            std::slice::from_raw_parts(self.ptr, self.len)
+            // SAFETY: the caller's contract (non-null, as `len` > 0).
+            unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
         }
     }
 }
@@ -241,6 +243,8 @@ pub struct SharedAllocatorRef {
 
 // SAFETY: the functions may be called from any thread (the ABI's contract).
 unsafe impl Send for SharedAllocatorRef {}
+// SAFETY: as for Send; it holds nothing but those functions and their
+// context.
 unsafe impl Sync for SharedAllocatorRef {}
 
 impl SharedAllocatorRef {

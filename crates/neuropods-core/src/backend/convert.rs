@@ -54,7 +54,9 @@ pub unsafe fn tensor_from_ref(
     r: &TensorRef,
     owner: Arc<dyn Any + Send + Sync>,
 ) -> Result<(String, Tensor)> {
-    let name = String::from_utf8(r.name.as_bytes().to_vec())
+    // SAFETY: the pointers in `r` are valid for their
+    // lengths while `owner` lives, the caller's contract.
+    let name = String::from_utf8(unsafe { r.name.as_bytes() }.to_vec())
         .map_err(|_| Error::InvalidInput("tensor name is not valid UTF-8".into()))?;
     let dtype = DType::from_code(r.dtype).ok_or_else(|| {
         Error::Internal(format!("tensor '{name}': unknown dtype code {}", r.dtype))
@@ -62,7 +64,8 @@ pub unsafe fn tensor_from_ref(
     let shape: Vec<usize> = if r.rank == 0 {
         Vec::new()
     } else {
-        std::slice::from_raw_parts(r.shape, r.rank)
+        // SAFETY: as above.
+        unsafe { std::slice::from_raw_parts(r.shape, r.rank) }
             .iter()
             .map(|&d| d as usize)
             .collect()
@@ -71,26 +74,29 @@ pub unsafe fn tensor_from_ref(
         let refs: &[StrRef] = if r.nstrings == 0 {
             &[]
         } else {
-            std::slice::from_raw_parts(r.strings, r.nstrings)
+            // SAFETY: as above.
+            unsafe { std::slice::from_raw_parts(r.strings, r.nstrings) }
         };
         let strings = refs
             .iter()
             .map(|s| {
-                String::from_utf8(s.as_bytes().to_vec()).map_err(|_| {
+                // SAFETY: as above; each string is copied at once.
+                String::from_utf8(unsafe { s.as_bytes() }.to_vec()).map_err(|_| {
                     Error::InvalidInput(format!("string tensor '{name}' holds invalid UTF-8"))
                 })
             })
             .collect::<Result<Vec<_>>>()?;
         Tensor::from_strings(shape, strings)?
     } else if r.flags & TENSOR_LENT != 0 {
-        let buffer = ForeignBuffer::from_raw_parts(r.data.cast_mut(), r.nbytes, owner);
+        // SAFETY: as above; the sender says the bytes are lent, so they
+        // are never read here through a reference.
+        let buffer = unsafe { ForeignBuffer::from_raw_parts(r.data.cast_mut(), r.nbytes, owner) };
         Tensor::from_foreign(dtype, shape, buffer)?
     } else {
-        Tensor::from_buffer(
-            dtype,
-            shape,
-            Buffer::from_raw_parts(r.data, r.nbytes, owner),
-        )?
+        // SAFETY: as above; without TENSOR_LENT the sender promises that
+        // nobody writes the bytes while the owner lives.
+        let buffer = unsafe { Buffer::from_raw_parts(r.data, r.nbytes, owner) };
+        Tensor::from_buffer(dtype, shape, buffer)?
     };
     Ok((name, tensor))
 }
@@ -101,7 +107,9 @@ struct Exported {
 }
 
 unsafe extern "C" fn release_exported(owner: *mut c_void) {
-    drop(Box::from_raw(owner as *mut Exported));
+    // SAFETY: `owner` is the box `export_tensor` made, released once by the
+    // receiver (the ABI's contract).
+    drop(unsafe { Box::from_raw(owner as *mut Exported) });
 }
 
 /// Hands a tensor across the boundary; the receiver releases it. The name is
@@ -132,6 +140,7 @@ struct ForeignOwner {
 
 // SAFETY: the ABI requires owners to be releasable from any thread.
 unsafe impl Send for ForeignOwner {}
+// SAFETY: shared references only reach `Drop`, which runs once.
 unsafe impl Sync for ForeignOwner {}
 
 impl Drop for ForeignOwner {
@@ -172,5 +181,6 @@ pub unsafe fn take_ownership(t: &OwnedTensor) -> TakenTensor {
 /// # Safety
 /// The pointers in the tensor must be valid until its owner is released.
 pub unsafe fn import_tensor(t: TakenTensor) -> Result<(String, Tensor)> {
-    tensor_from_ref(&t.tensor, t.owner)
+    // SAFETY: the caller's contract, and the owner goes with the tensor.
+    unsafe { tensor_from_ref(&t.tensor, t.owner) }
 }

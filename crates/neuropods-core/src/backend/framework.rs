@@ -46,12 +46,17 @@ pub fn framework_lib_dirs(platform: Platform) -> Vec<PathBuf> {
 /// The files of every object mapped into the process (the executable first).
 pub fn mapped_libraries() -> Vec<PathBuf> {
     unsafe extern "C" fn visit(info: *mut libc::dl_phdr_info, _: usize, data: *mut c_void) -> i32 {
-        let found = &mut *(data as *mut Vec<PathBuf>);
-        let name = (*info).dlpi_name;
-        if !name.is_null() && *name != 0 {
-            found.push(PathBuf::from(
-                CStr::from_ptr(name).to_string_lossy().into_owned(),
-            ));
+        // SAFETY: `data` is the vector `mapped_libraries` passed, and
+        // `info` an entry the loader lends for this call; its name, when
+        // set, is NUL-terminated.
+        unsafe {
+            let found = &mut *(data as *mut Vec<PathBuf>);
+            let name = (*info).dlpi_name;
+            if !name.is_null() && *name != 0 {
+                found.push(PathBuf::from(
+                    CStr::from_ptr(name).to_string_lossy().into_owned(),
+                ));
+            }
         }
         0
     }

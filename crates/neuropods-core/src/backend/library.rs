@@ -71,6 +71,7 @@ pub fn open(path: &Path, scope: Scope) -> Result<Library, String> {
         let text = unsafe { CStr::from_ptr(error) }
             .to_string_lossy()
             .into_owned();
+        // SAFETY: as above: freed once, after it was copied.
         unsafe { neuropods_dlopen_free_error(error) };
         text
     };

@@ -133,43 +133,49 @@ unsafe fn elements<'a, T>(ptr: *const T, len: usize) -> &'a [T] {
     if len == 0 {
         &[]
     } else {
-        std::slice::from_raw_parts(ptr, len)
+        // SAFETY: the caller's contract (non-null, as `len` > 0).
+        unsafe { std::slice::from_raw_parts(ptr, len) }
     }
 }
 
 /// # Safety
 /// As [`StrRef::as_bytes`].
 unsafe fn text(s: &StrRef, what: &str) -> Result<String> {
-    String::from_utf8(s.as_bytes().to_vec())
+    // SAFETY: the caller's contract; the bytes are copied at once.
+    String::from_utf8(unsafe { s.as_bytes() }.to_vec())
         .map_err(|_| Error::Internal(format!("load request: {what} is not valid UTF-8")))
 }
 
 /// # Safety
 /// As [`read_config`].
 unsafe fn read_specs(ptr: *const TensorSpecRef, len: usize) -> Result<Vec<TensorSpec>> {
-    elements(ptr, len)
-        .iter()
-        .map(|r| {
-            let name = text(&r.name, "a tensor name")?;
-            let dtype = DType::from_code(r.dtype).ok_or_else(|| {
-                Error::Internal(format!("load request: '{name}' has dtype code {}", r.dtype))
-            })?;
-            let shape = elements(r.dims, r.rank)
-                .iter()
-                .map(|d| match d.kind {
-                    DIM_FIXED => usize::try_from(d.size).map(Dim::Fixed).map_err(|_| {
-                        Error::Internal(format!("load request: '{name}' has dim {}", d.size))
-                    }),
-                    DIM_ANY => Ok(Dim::Any),
-                    DIM_SYMBOL => text(&d.symbol, "a symbol").map(Dim::Symbol),
-                    kind => Err(Error::Internal(format!(
-                        "load request: '{name}' has dim kind {kind}"
-                    ))),
-                })
-                .collect::<Result<_>>()?;
-            Ok(TensorSpec { name, dtype, shape })
-        })
-        .collect()
+    // SAFETY: every pointer read here (the specs, their names, dims and
+    // symbols) is valid for its length: the caller's contract.
+    unsafe {
+        elements(ptr, len)
+            .iter()
+            .map(|r| {
+                let name = text(&r.name, "a tensor name")?;
+                let dtype = DType::from_code(r.dtype).ok_or_else(|| {
+                    Error::Internal(format!("load request: '{name}' has dtype code {}", r.dtype))
+                })?;
+                let shape = elements(r.dims, r.rank)
+                    .iter()
+                    .map(|d| match d.kind {
+                        DIM_FIXED => usize::try_from(d.size).map(Dim::Fixed).map_err(|_| {
+                            Error::Internal(format!("load request: '{name}' has dim {}", d.size))
+                        }),
+                        DIM_ANY => Ok(Dim::Any),
+                        DIM_SYMBOL => text(&d.symbol, "a symbol").map(Dim::Symbol),
+                        kind => Err(Error::Internal(format!(
+                            "load request: '{name}' has dim kind {kind}"
+                        ))),
+                    })
+                    .collect::<Result<_>>()?;
+                Ok(TensorSpec { name, dtype, shape })
+            })
+            .collect()
+    }
 }
 
 /// Reads a config described by [`ConfigParts::describe`] back.
@@ -178,45 +184,52 @@ unsafe fn read_specs(ptr: *const TensorSpecRef, len: usize) -> Result<Vec<Tensor
 /// Every pointer in `r` must be valid for its length, as `describe` leaves
 /// them while its parts live.
 pub unsafe fn read_config(r: &ModelConfigRef) -> Result<ModelConfig> {
-    let platform = PLATFORMS
-        .iter()
-        .find(|(_, code)| *code == r.platform)
-        .map(|(p, _)| *p)
-        .ok_or_else(|| Error::Internal(format!("load request: platform code {}", r.platform)))?;
-    let input_tensor_device = elements(r.input_devices, r.n_input_devices)
-        .iter()
-        .map(|d| {
-            let device = match d.device {
-                DEVICE_GPU => DeviceKind::Gpu,
-                DEVICE_CPU => DeviceKind::Cpu,
-                other => {
-                    return Err(Error::Internal(format!(
-                        "load request: device code {other}"
-                    )))
-                }
-            };
-            Ok((text(&d.input, "an input name")?, device))
+    // SAFETY: every pointer read here (through `elements`, `text` and
+    // `read_specs`) is one of `r`'s, valid for its length: the caller's
+    // contract.
+    unsafe {
+        let platform = PLATFORMS
+            .iter()
+            .find(|(_, code)| *code == r.platform)
+            .map(|(p, _)| *p)
+            .ok_or_else(|| {
+                Error::Internal(format!("load request: platform code {}", r.platform))
+            })?;
+        let input_tensor_device = elements(r.input_devices, r.n_input_devices)
+            .iter()
+            .map(|d| {
+                let device = match d.device {
+                    DEVICE_GPU => DeviceKind::Gpu,
+                    DEVICE_CPU => DeviceKind::Cpu,
+                    other => {
+                        return Err(Error::Internal(format!(
+                            "load request: device code {other}"
+                        )))
+                    }
+                };
+                Ok((text(&d.input, "an input name")?, device))
+            })
+            .collect::<Result<_>>()?;
+        let custom_ops = elements(r.custom_ops, r.n_custom_ops)
+            .iter()
+            .map(|s| text(s, "a custom op"))
+            .collect::<Result<_>>()?;
+        Ok(ModelConfig {
+            name: text(&r.name, "the model name")?,
+            platform,
+            // A version range crosses as its text, which the core already
+            // parsed and accepted from config.json; it has no C layout.
+            platform_version_semver: VersionRange::parse(&text(
+                &r.platform_version_semver,
+                "platform_version_semver",
+            )?)
+            .map_err(|e| Error::Internal(format!("platform_version_semver from the core: {e}")))?,
+            input_spec: read_specs(r.inputs, r.n_inputs)?,
+            output_spec: read_specs(r.outputs, r.n_outputs)?,
+            input_tensor_device,
+            custom_ops,
         })
-        .collect::<Result<_>>()?;
-    let custom_ops = elements(r.custom_ops, r.n_custom_ops)
-        .iter()
-        .map(|s| text(s, "a custom op"))
-        .collect::<Result<_>>()?;
-    Ok(ModelConfig {
-        name: text(&r.name, "the model name")?,
-        platform,
-        // A version range crosses as its text, which the core already
-        // parsed and accepted from config.json; it has no C layout.
-        platform_version_semver: VersionRange::parse(&text(
-            &r.platform_version_semver,
-            "platform_version_semver",
-        )?)
-        .map_err(|e| Error::Internal(format!("platform_version_semver from the core: {e}")))?,
-        input_spec: read_specs(r.inputs, r.n_inputs)?,
-        output_spec: read_specs(r.outputs, r.n_outputs)?,
-        input_tensor_device,
-        custom_ops,
-    })
+    }
 }
 
 const UNSET: i64 = -1;
@@ -267,6 +280,7 @@ mod tests {
         .unwrap();
         let parts = ConfigParts::new(&config);
         let described = parts.describe();
+        // SAFETY: `parts` lives, so the description's pointers are valid.
         assert_eq!(unsafe { read_config(&described) }.unwrap(), config);
 
         for options in [

@@ -69,9 +69,17 @@ enum Reported {
     },
 }
 
+// The sink's callbacks: `ctx` is the `Collected` that made the sink
+// (`Collected::sink`), which lives, borrowed by nothing else, until the
+// backend's call returns; the backend calls them during that call only, on
+// its thread (the ABI's contract), and the strings it passes live for the
+// callback.
+
 unsafe extern "C" fn on_tensor(ctx: *mut c_void, tensor: OwnedTensor) {
-    let collected = &mut *(ctx as *mut Collected);
-    match import_tensor(take_ownership(&tensor)) {
+    // SAFETY: see the callbacks' comment above.
+    let collected = unsafe { &mut *(ctx as *mut Collected) };
+    // SAFETY: the backend hands the tensor over once, valid until released.
+    match unsafe { import_tensor(take_ownership(&tensor)) } {
         Ok((name, tensor)) => {
             collected.outputs.insert(name, tensor);
         }
@@ -86,12 +94,15 @@ unsafe extern "C" fn on_tensor(ctx: *mut c_void, tensor: OwnedTensor) {
 }
 
 unsafe extern "C" fn on_error(ctx: *mut c_void, kind: u32, message: StrRef, detail: StrRef) {
-    let collected = &mut *(ctx as *mut Collected);
-    collected.error = Some(Reported::Kind(
-        kind,
-        message.to_string_lossy(),
-        detail.to_string_lossy(),
-    ));
+    // SAFETY: see the callbacks' comment above.
+    unsafe {
+        let collected = &mut *(ctx as *mut Collected);
+        collected.error = Some(Reported::Kind(
+            kind,
+            message.to_string_lossy(),
+            detail.to_string_lossy(),
+        ));
+    }
 }
 
 unsafe extern "C" fn on_config_error(
@@ -100,17 +111,23 @@ unsafe extern "C" fn on_config_error(
     field: StrRef,
     reason: StrRef,
 ) {
-    let collected = &mut *(ctx as *mut Collected);
-    collected.error = Some(Reported::Config {
-        file: file.to_string_lossy(),
-        field: field.to_string_lossy(),
-        reason: reason.to_string_lossy(),
-    });
+    // SAFETY: see the callbacks' comment above.
+    unsafe {
+        let collected = &mut *(ctx as *mut Collected);
+        collected.error = Some(Reported::Config {
+            file: file.to_string_lossy(),
+            field: field.to_string_lossy(),
+            reason: reason.to_string_lossy(),
+        });
+    }
 }
 
 unsafe extern "C" fn on_warning(ctx: *mut c_void, message: StrRef) {
-    let collected = &mut *(ctx as *mut Collected);
-    collected.warnings.push(message.to_string_lossy());
+    // SAFETY: see the callbacks' comment above.
+    unsafe {
+        let collected = &mut *(ctx as *mut Collected);
+        collected.warnings.push(message.to_string_lossy());
+    }
 }
 
 impl Collected {
@@ -206,6 +223,7 @@ pub struct BackendModel {
 
 // SAFETY: the ABI requires backend models to be usable from any thread.
 unsafe impl Send for BackendModel {}
+// SAFETY: as for Send: `infer` may run on many threads at once.
 unsafe impl Sync for BackendModel {}
 
 impl BackendModel {

@@ -95,6 +95,10 @@ pub trait Backend {
 
 /// Reports `err` through the sink: its kind, and its message without what
 /// the core adds back on its side (the platform, the package's path).
+///
+/// # Safety
+/// `sink` is the one the core passed to the call being answered, during
+/// that call.
 unsafe fn report(sink: &Sink, err: &Error) {
     let message = match err {
         Error::InvalidConfig {
@@ -102,12 +106,15 @@ unsafe fn report(sink: &Sink, err: &Error) {
             field,
             reason,
         } => {
-            (sink.config_error)(
-                sink.ctx,
-                StrRef::new(file),
-                StrRef::new(field),
-                StrRef::new(reason),
-            );
+            // SAFETY: the caller's contract; the strings live for the call.
+            unsafe {
+                (sink.config_error)(
+                    sink.ctx,
+                    StrRef::new(file),
+                    StrRef::new(field),
+                    StrRef::new(reason),
+                )
+            };
             return;
         }
         Error::Backend { message, .. } => message.clone(),
@@ -131,12 +138,15 @@ unsafe fn report(sink: &Sink, err: &Error) {
         | Error::Worker { .. } => err.to_string(),
     };
     let detail = err.detail().unwrap_or_default();
-    (sink.error)(
-        sink.ctx,
-        err.kind().code(),
-        StrRef::new(&message),
-        StrRef::new(detail),
-    );
+    // SAFETY: the caller's contract; the strings live for the call.
+    unsafe {
+        (sink.error)(
+            sink.ctx,
+            err.kind().code(),
+            StrRef::new(&message),
+            StrRef::new(detail),
+        )
+    };
 }
 
 /// Runs `f`, turning a panic into [`Error::Internal`].
@@ -146,13 +156,19 @@ pub fn catch_panics<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
 
 /// The context of a [`LoadRequest`]: the config and options as the core
 /// parsed them, the backend's own config as text.
+///
+/// # Safety
+/// Every pointer in `request` is valid for its length (the ABI's contract
+/// for `load`).
 unsafe fn load_request(request: &LoadRequest) -> Result<LoadContext> {
-    let text = |s: &StrRef| String::from_utf8_lossy(s.as_bytes()).into_owned();
+    // SAFETY: the caller's contract; the bytes are copied at once.
+    let text = |s: &StrRef| String::from_utf8_lossy(unsafe { s.as_bytes() }).into_owned();
     let backend_config =
         (!request.backend_config_json.ptr.is_null()).then(|| text(&request.backend_config_json));
     let mut ctx = LoadContext::new(
         PathBuf::from(text(&request.package_root)),
-        read_config(&request.config)?,
+        // SAFETY: the caller's contract.
+        unsafe { read_config(&request.config) }?,
         backend_config,
         BackendOptions::try_from(&request.options)?,
     );
@@ -170,12 +186,16 @@ pub unsafe extern "C" fn load<B: Backend>(
     request: *const LoadRequest,
     sink: *const Sink,
 ) -> *mut c_void {
-    let sink = &*sink;
+    // SAFETY: the core passes a valid request and sink
+    // for the duration of this call (the ABI's contract).
+    let sink = unsafe { &*sink };
     let result = catch_panics(|| {
-        let ctx = load_request(&*request)?;
+        // SAFETY: as above.
+        let ctx = unsafe { load_request(&*request) }?;
         let model = B::load(&ctx);
         for warning in ctx.take_warnings() {
-            (sink.warning)(sink.ctx, StrRef::new(&warning));
+            // SAFETY: as above; the text lives for the callback.
+            unsafe { (sink.warning)(sink.ctx, StrRef::new(&warning)) };
         }
         model
     });
@@ -183,7 +203,8 @@ pub unsafe extern "C" fn load<B: Backend>(
         // Box the trait object again to get a thin pointer for C.
         Ok(model) => Box::into_raw(Box::new(model)) as *mut c_void,
         Err(err) => {
-            report(sink, &err);
+            // SAFETY: as above.
+            unsafe { report(sink, &err) };
             std::ptr::null_mut()
         }
     }
@@ -200,22 +221,30 @@ pub unsafe extern "C" fn infer(
     count: usize,
     sink: *const Sink,
 ) -> bool {
-    let sink = &*sink;
+    // SAFETY: the core passes a model from `load`, not
+    // yet freed, `count` inputs handed over to this call, and a sink valid
+    // during it (the ABI's contract).
+    let sink = unsafe { &*sink };
     // Own every input before anything can fail, so that each is released
     // exactly once whatever happens next.
     let owned = if count == 0 {
         Vec::new()
     } else {
-        std::slice::from_raw_parts(inputs, count)
-            .iter()
-            .map(|t| take_ownership(t))
-            .collect()
+        // SAFETY: as above; each input is taken over exactly once, here.
+        unsafe {
+            std::slice::from_raw_parts(inputs, count)
+                .iter()
+                .map(|t| take_ownership(t))
+                .collect()
+        }
     };
     let result = catch_panics(|| {
-        let model = &*(model as *const Box<dyn BackendModel>);
+        // SAFETY: as above.
+        let model = unsafe { &*(model as *const Box<dyn BackendModel>) };
         let mut map = TensorMap::new();
         for input in owned {
-            let (name, tensor) = import_tensor(input)?;
+            // SAFETY: as above: valid until its owner is released.
+            let (name, tensor) = unsafe { import_tensor(input) }?;
             map.insert(name, tensor);
         }
         model.infer(&map)
@@ -223,12 +252,14 @@ pub unsafe extern "C" fn infer(
     match result {
         Ok(outputs) => {
             for (name, tensor) in outputs {
-                (sink.tensor)(sink.ctx, export_tensor(&name, &tensor));
+                // SAFETY: as above; the core takes the tensor over.
+                unsafe { (sink.tensor)(sink.ctx, export_tensor(&name, &tensor)) };
             }
             true
         }
         Err(err) => {
-            report(sink, &err);
+            // SAFETY: as above.
+            unsafe { report(sink, &err) };
             false
         }
     }
@@ -241,7 +272,8 @@ pub unsafe extern "C" fn infer(
 pub unsafe extern "C" fn free(model: *mut c_void) {
     // A panic in a destructor must not unwind into C.
     let _ = catch_unwind(AssertUnwindSafe(|| {
-        drop(Box::from_raw(model as *mut Box<dyn BackendModel>));
+        // SAFETY: the caller's contract: a model from `load`, freed once.
+        drop(unsafe { Box::from_raw(model as *mut Box<dyn BackendModel>) });
     }));
 }
 

@@ -293,6 +293,7 @@ fn open_globally(path: &Path) -> std::result::Result<(), String> {
 /// code: the core is linked into each backend library too, so called from a
 /// backend this is the backend library's folder.
 pub fn own_dir() -> Option<PathBuf> {
+    // SAFETY: `Dl_info` is plain data, for which all zeroes is a value.
     let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
     // SAFETY: dladdr only reads the address and fills `info`.
     let found = unsafe { libc::dladdr(own_dir as *const libc::c_void, &mut info) };

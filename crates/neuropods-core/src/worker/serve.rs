@@ -195,7 +195,8 @@ impl Worker {
 }
 
 fn is_socket(fd: i32) -> bool {
-    // SAFETY: fstat fills the struct; a closed fd is an error.
+    // SAFETY: `stat` is plain data, for which all zeroes is a value.
     let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat fills the struct; a closed fd is an error.
     unsafe { libc::fstat(fd, &mut stat) == 0 && stat.st_mode & libc::S_IFMT == libc::S_IFSOCK }
 }

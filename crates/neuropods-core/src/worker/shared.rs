@@ -22,6 +22,7 @@ pub struct Allocation {
 
 // SAFETY: the memory is plain bytes owned by `owner`, which is Send + Sync.
 unsafe impl Send for Allocation {}
+// SAFETY: as for Send; `&Allocation` hands out only its raw pointer.
 unsafe impl Sync for Allocation {}
 
 impl Allocation {
