@@ -27,25 +27,21 @@
 )]
 
 pub mod backend;
-pub mod bytes;
-pub mod config;
-pub mod device;
-mod dtype;
-mod error;
 mod extraction;
 mod fork;
-pub mod json;
 mod model;
 pub mod package;
 pub mod serialize;
-pub mod spec;
-pub mod tensor;
-pub mod version;
 pub mod worker;
+
+// The types shared with backends live in `neuropods-abi`; they are the
+// core's API too, at the same paths as before the split.
+pub use neuropods_abi::{bytes, config, device, dtype, error, json, spec, tensor, version};
 
 pub use config::{ModelConfig, Platform};
 pub use error::{shortened, Error, ErrorKind, Result, UnknownErrorKind};
 pub use model::{LoadOptions, Neuropod};
+pub use neuropods_abi::export_backend;
 pub use spec::{Dim, SpecError, TensorSpec};
 pub use tensor::{Buffer, DType, Element, ForeignBuffer, Tensor, TensorData, TensorMap};
 pub use version::{Release, VersionRange};

@@ -21,8 +21,7 @@ use crate::json;
 
 /// The manifest's file name at the package root.
 pub const MANIFEST_FILE: &str = "manifest.json";
-/// Backend-specific settings, relative to the package root.
-pub const BACKEND_CONFIG_FILE: &str = "0/config.json";
+pub use neuropods_abi::BACKEND_CONFIG_FILE;
 
 /// Limits on what a zip package may inflate to.
 #[derive(Clone, Copy, Debug)]

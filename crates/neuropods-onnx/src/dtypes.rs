@@ -1,6 +1,6 @@
 //! Neuropods dtypes and ONNX Runtime's element types.
 
-use neuropods_core::DType;
+use neuropods_abi::DType;
 use ort::value::TensorElementType;
 
 /// ONNX Runtime's element type for a Neuropods dtype (ONNX has all of them).

@@ -17,4 +17,4 @@ pub mod runtime;
 
 pub use model::OnnxBackend;
 
-neuropods_core::export_backend!(OnnxBackend);
+neuropods_abi::export_backend!(OnnxBackend);

@@ -3,9 +3,9 @@
 
 use std::path::Path;
 
-use neuropods_core::backend::plugin::{Backend, BackendModel, LoadContext};
-use neuropods_core::device::model_device;
-use neuropods_core::{Dim, Error, Result, TensorMap, TensorSpec};
+use neuropods_abi::device::model_device;
+use neuropods_abi::plugin::{Backend, BackendModel, LoadContext};
+use neuropods_abi::{Dim, Error, Result, TensorMap, TensorSpec};
 use ort::ep::{ExecutionProvider, CUDA};
 use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use ort::session::Session;

@@ -12,8 +12,8 @@ use std::ffi::{c_char, c_void, CString};
 use std::ptr::{self, NonNull};
 use std::sync::{Arc, Mutex};
 
-use neuropods_core::backend::plugin::points_into_inputs;
-use neuropods_core::{Buffer, DType, Error, Result, Tensor, TensorMap};
+use neuropods_abi::plugin::points_into_inputs;
+use neuropods_abi::{Buffer, DType, Error, Result, Tensor, TensorMap};
 use ort::memory::MemoryInfo;
 use ort::session::Session;
 use ort::sys;
@@ -366,7 +366,7 @@ fn fetched(name: &str, value: Value, aliases_input: &dyn Fn(*const u8) -> bool) 
         ))
     })?;
     let shape: Vec<usize> = dims.iter().map(|&d| d.max(0) as usize).collect();
-    let numel = neuropods_core::tensor::checked_numel(&shape)
+    let numel = neuropods_abi::tensor::checked_numel(&shape)
         .ok_or_else(|| Error::framework(format!("output '{name}' has too many elements")))?;
     if dtype == DType::String {
         let strings = read_strings(name, &value, numel)?;

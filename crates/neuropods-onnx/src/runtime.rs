@@ -15,8 +15,8 @@ use std::ffi::{c_char, CStr};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use neuropods_abi::{Error, Platform, Release, Result, VersionRange};
 use neuropods_core::backend::registry::{framework_lib_dirs, own_dir};
-use neuropods_core::{Error, Platform, Release, Result, VersionRange};
 
 /// The ONNX Runtime releases the backend supports (see the module's docs).
 pub const SUPPORTED: &str = ">=1.17.0 <2.0.0";

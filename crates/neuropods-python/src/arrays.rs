@@ -6,8 +6,8 @@ use std::any::Any;
 use std::mem::ManuallyDrop;
 use std::sync::Arc;
 
-use neuropods_core::tensor::AlignedBufferWriter;
-use neuropods_core::{Buffer, DType, ForeignBuffer, Tensor, TensorData};
+use neuropods_abi::tensor::AlignedBufferWriter;
+use neuropods_abi::{Buffer, DType, ForeignBuffer, Tensor, TensorData};
 use numpy::npyffi::{
     self, NPY_ARRAY_ALIGNED, NPY_ARRAY_C_CONTIGUOUS, NPY_ARRAY_WRITEABLE, PY_ARRAY_API,
 };
@@ -22,7 +22,7 @@ pub enum ConvertError {
     /// The value is not what the API takes (a type error for the caller).
     Type(String),
     /// The value broke a core rule.
-    Core(neuropods_core::Error),
+    Core(neuropods_abi::Error),
     /// Python raised.
     Py(PyErr),
 }
@@ -362,7 +362,7 @@ pub fn tensor_to_numpy<'py>(
     // takes): a typed error naming the tensor, not numpy's ValueError.
     array.map_err(|e| match e {
         ConvertError::Py(e) if !is_control_flow(py, &e) => {
-            ConvertError::Core(neuropods_core::Error::InvalidInput(format!(
+            ConvertError::Core(neuropods_abi::Error::InvalidInput(format!(
                 "tensor '{name}' of shape {shape:?} cannot be a numpy array: {e}"
             )))
         }
@@ -419,7 +419,7 @@ fn string_array<'py>(
     let width = chars.iter().copied().max().unwrap_or(0).max(1);
     let total_chars: usize = chars.iter().sum();
     let too_big = || {
-        ConvertError::Core(neuropods_core::Error::OutOfMemory(format!(
+        ConvertError::Core(neuropods_abi::Error::OutOfMemory(format!(
             "string tensor '{name}' ({} strings, the longest {width} characters) needs {} bytes as \
              fixed-width unicode on numpy < 2; numpy >= 2 returns variable-width strings",
             strings.len(),

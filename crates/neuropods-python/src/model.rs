@@ -3,9 +3,9 @@
 use std::ffi::CString;
 use std::mem::ManuallyDrop;
 
-use neuropods_core::backend::plugin::{Backend, BackendModel, LoadContext};
-use neuropods_core::package::BACKEND_CONFIG_FILE;
-use neuropods_core::{Error, Release, Result, TensorMap};
+use neuropods_abi::plugin::{Backend, BackendModel, LoadContext};
+use neuropods_abi::BACKEND_CONFIG_FILE;
+use neuropods_abi::{Error, Release, Result, TensorMap};
 use pyo3::exceptions::PyImportError;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;

@@ -2,7 +2,7 @@
 
 use std::ffi::c_int;
 
-use neuropods_core::DType;
+use neuropods_abi::DType;
 use tensorflow_sys::TF_DataType;
 
 /// TF's type for a Neuropods dtype (TF has all of them).

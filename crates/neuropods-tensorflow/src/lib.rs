@@ -20,4 +20,4 @@ mod version;
 
 pub use model::TensorFlowBackend;
 
-neuropods_core::export_backend!(TensorFlowBackend);
+neuropods_abi::export_backend!(TensorFlowBackend);

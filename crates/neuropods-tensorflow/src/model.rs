@@ -5,12 +5,12 @@ use std::ffi::c_void;
 use std::path::Path;
 use std::sync::Arc;
 
+use neuropods_abi::device::model_device;
+use neuropods_abi::json;
+use neuropods_abi::plugin::{points_into_inputs, Backend, BackendModel, LoadContext};
+use neuropods_abi::BACKEND_CONFIG_FILE;
+use neuropods_abi::{Buffer, DType, Error, Result, Tensor, TensorData, TensorMap, TensorSpec};
 use neuropods_core::backend::custom_ops;
-use neuropods_core::backend::plugin::{points_into_inputs, Backend, BackendModel, LoadContext};
-use neuropods_core::device::model_device;
-use neuropods_core::json;
-use neuropods_core::package::BACKEND_CONFIG_FILE;
-use neuropods_core::{Buffer, DType, Error, Result, Tensor, TensorData, TensorMap, TensorSpec};
 use serde::Deserialize;
 
 use crate::dtypes;

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use neuropods_core::bytes::ByteReader;
+use neuropods_abi::bytes::ByteReader;
 
 /// Session settings, written as a `ConfigProto`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -9,7 +9,7 @@
 
 use std::ffi::CStr;
 
-use neuropods_core::{Error, Release, Result, VersionRange};
+use neuropods_abi::{Error, Release, Result, VersionRange};
 
 use tensorflow_sys as tf;
 

@@ -15,9 +15,9 @@
 use std::ffi::{c_char, CString};
 use std::path::Path;
 
+use neuropods_abi::{ModelConfig, Result};
 use neuropods_core::backend::custom_ops;
 use neuropods_core::backend::library::{self, Scope};
-use neuropods_core::{ModelConfig, Result};
 
 extern "C" {
     fn npt_operator_namespace_taken(ns: *const c_char) -> i32;

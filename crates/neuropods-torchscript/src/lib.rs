@@ -16,15 +16,15 @@ use std::cell::Cell;
 use std::ffi::{c_void, CStr};
 use std::sync::Arc;
 
-use neuropods_core::backend::plugin::{points_into_inputs, Backend, BackendModel, LoadContext};
-use neuropods_core::device::{input_device, model_device, Device};
-use neuropods_core::{Buffer, DType, Error, Result, Tensor, TensorData, TensorMap};
+use neuropods_abi::device::{input_device, model_device, Device};
+use neuropods_abi::plugin::{points_into_inputs, Backend, BackendModel, LoadContext};
+use neuropods_abi::{Buffer, DType, Error, Result, Tensor, TensorData, TensorMap};
 use tch::{CModule, Kind};
 
 /// The TorchScript backend.
 pub struct TorchScriptBackend;
 
-neuropods_core::export_backend!(TorchScriptBackend);
+neuropods_abi::export_backend!(TorchScriptBackend);
 
 /// Where the model file lives inside a package.
 pub const MODEL_FILE: &str = "0/data/model.pt";

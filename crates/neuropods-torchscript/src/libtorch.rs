@@ -13,9 +13,9 @@ use std::ffi::{c_char, CStr};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use neuropods_abi::{Error, Release};
 use neuropods_core::backend::framework;
 use neuropods_core::backend::library::{self, Scope};
-use neuropods_core::{Error, Release};
 
 extern "C" {
     fn npt_built_torch_version() -> *const c_char;

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use neuropods_core::{Error, Result};
+use neuropods_abi::{Error, Result};
 
 /// Refuses a TorchScript file in the legacy format that PyTorch 1.0 to 1.3
 /// wrote: a zip with `<name>/model.json` and tensors under `tensors/`, but no

@@ -4,7 +4,7 @@
 
 use std::ffi::c_void;
 
-use neuropods_core::backend::abi::SharedAllocatorRef;
+use neuropods_abi::abi::SharedAllocatorRef;
 
 type Allocate = unsafe extern "C" fn(ctx: *mut c_void, len: usize) -> *mut u8;
 type Release = unsafe extern "C" fn(ctx: *mut c_void, ptr: *mut u8);

@@ -2,14 +2,12 @@
 //! model of its platform is loaded, and spoken to through the C ABI in
 //! [`abi`]. The [`registry`] says which library serves which platform.
 
-pub mod abi;
-pub mod convert;
 pub mod custom_ops;
 pub mod framework;
 pub mod library;
-pub mod load_request;
-pub mod plugin;
 pub mod registry;
+
+pub use neuropods_abi::{abi, convert, load_request, plugin, BackendOptions};
 
 use std::ffi::c_void;
 use std::path::Path;
@@ -21,33 +19,6 @@ use load_request::ConfigParts;
 use crate::config::{ModelConfig, Platform};
 use crate::error::{Error, ErrorKind, Result};
 use crate::tensor::TensorMap;
-
-/// Device and thread settings passed to a backend when loading.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct BackendOptions {
-    /// GPU to run on; `None` for the CPU.
-    pub visible_gpu: Option<u32>,
-    /// Threads used inside one op (torch `set_num_threads`, TF intra-op);
-    /// at least 1.
-    pub intra_op_threads: Option<u32>,
-    /// Threads running independent ops (torch interop, TF inter-op). 0: no
-    /// inter-op pool, ops run on the calling thread (TF; torch runs ops on
-    /// the calling thread anyway and keeps its pool for `fork`). That saves
-    /// a thread hand-off per call, the main cost of a small TF graph.
-    pub inter_op_threads: Option<u32>,
-}
-
-impl BackendOptions {
-    /// Refuses values no framework accepts.
-    pub fn validate(&self) -> Result<()> {
-        if self.intra_op_threads == Some(0) {
-            return Err(Error::InvalidOption(
-                "intra_op_threads must be at least 1 (or None for the framework's default)".into(),
-            ));
-        }
-        Ok(())
-    }
-}
 
 /// Collects what a backend reports through a [`Sink`] during one call.
 #[derive(Default)]

@@ -1,5 +1,5 @@
 //! The one reader of binary formats from untrusted bytes: serialized
-//! tensors ([`crate::serialize`]), the worker's messages, TensorFlow's
+//! tensors (the core's `serialize`), the worker's messages, TensorFlow's
 //! protobufs, the server's BYTES elements. Every read is bounds-checked and
 //! fails naming the field, its offset and what was left, so that no format
 //! writes its own bounds checks or its own words for a short read.

@@ -3,13 +3,13 @@
 //! parsed, the plugin glue reads it back field by field, and nothing is
 //! parsed twice.
 
-use super::abi::{
+use crate::abi::{
     BackendOptionsRef, DimRef, InputDeviceRef, ModelConfigRef, StrRef, TensorSpecRef, DEVICE_CPU,
     DEVICE_GPU, DIM_ANY, DIM_FIXED, DIM_SYMBOL,
 };
-use super::BackendOptions;
 use crate::config::{DeviceKind, ModelConfig, Platform};
 use crate::error::{Error, Result};
+use crate::options::BackendOptions;
 use crate::spec::{Dim, TensorSpec};
 use crate::tensor::DType;
 use crate::version::VersionRange;

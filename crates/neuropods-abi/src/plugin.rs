@@ -7,15 +7,15 @@ use std::ffi::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 
-use super::abi::{
+use crate::abi::{
     BackendVTable, LoadRequest, OwnedTensor, SharedAllocatorRef, Sink, StrRef, ABI_VERSION,
 };
-use super::convert::{export_tensor, import_tensor, take_ownership};
-use super::load_request::read_config;
-use super::BackendOptions;
 use crate::config::ModelConfig;
+use crate::config::BACKEND_CONFIG_FILE;
+use crate::convert::{export_tensor, import_tensor, take_ownership};
 use crate::error::{Error, Result};
-use crate::package::BACKEND_CONFIG_FILE;
+use crate::load_request::read_config;
+use crate::options::BackendOptions;
 use crate::tensor::TensorMap;
 
 /// A loaded model inside a backend. Shared by all threads calling `infer`.
@@ -292,9 +292,8 @@ pub const fn vtable<B: Backend>() -> BackendVTable {
 macro_rules! export_backend {
     ($backend:ty) => {
         #[no_mangle]
-        pub extern "C" fn neuropods_backend_entry() -> *const $crate::backend::abi::BackendVTable {
-            static VTABLE: $crate::backend::abi::BackendVTable =
-                $crate::backend::plugin::vtable::<$backend>();
+        pub extern "C" fn neuropods_backend_entry() -> *const $crate::abi::BackendVTable {
+            static VTABLE: $crate::abi::BackendVTable = $crate::plugin::vtable::<$backend>();
             &VTABLE
         }
     };

@@ -4,7 +4,7 @@ use std::any::Any;
 use std::ffi::c_void;
 use std::sync::Arc;
 
-use super::abi::{OwnedTensor, StrRef, TensorRef, TENSOR_LENT};
+use crate::abi::{OwnedTensor, StrRef, TensorRef, TENSOR_LENT};
 use crate::error::{Error, Result};
 use crate::tensor::{Buffer, DType, ForeignBuffer, Tensor, TensorData};
 

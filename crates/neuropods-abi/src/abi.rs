@@ -9,7 +9,7 @@
 //! [`OwnedTensor`] with its release function (in both directions, like
 //! DLPack's `DLManagedTensor`), so whoever keeps a tensor past a call keeps
 //! its memory alive.
-//! Backend crates do not write these by hand: see [`super::plugin`].
+//! Backend crates do not write these by hand: see [`crate::plugin`].
 
 use std::ffi::c_void;
 
@@ -208,7 +208,7 @@ pub struct ModelConfigRef {
     pub n_custom_ops: usize,
 }
 
-/// [`super::BackendOptions`]; -1 is an unset value.
+/// [`crate::BackendOptions`]; -1 is an unset value.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BackendOptionsRef {

@@ -15,6 +15,9 @@ use crate::spec::{Dim, TensorSpec};
 use crate::tensor::DType;
 use crate::version::VersionRange;
 
+/// Backend-specific settings, relative to the package root.
+pub const BACKEND_CONFIG_FILE: &str = "0/config.json";
+
 /// The name of the top-level config file inside a package.
 pub const CONFIG_FILE: &str = "config.json";
 

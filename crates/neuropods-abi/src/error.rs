@@ -19,8 +19,11 @@ pub fn shortened(text: &str, max_chars: usize) -> String {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Everything that can go wrong in Neuropods.
+///
+/// Not `#[non_exhaustive]`: the mappings of errors (the wire, the ABI) match
+/// every variant, so that a new one fails to compile until each says what
+/// it is.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum Error {
     /// The package path does not exist.
     #[error("neuropod package not found: {}", path.display())]
@@ -322,14 +325,16 @@ impl Error {
         }
     }
 
-    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    /// [`Error::Io`] on `path`.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
             source,
         }
     }
 
-    pub(crate) fn config(file: &str, field: impl Into<String>, reason: impl Into<String>) -> Self {
+    /// [`Error::InvalidConfig`]: `field` of `file` is wrong, for `reason`.
+    pub fn config(file: &str, field: impl Into<String>, reason: impl Into<String>) -> Self {
         Error::InvalidConfig {
             file: file.to_string(),
             field: field.into(),
