@@ -289,16 +289,26 @@ fn array_over_frozen<'py>(
     buffer: &Buffer,
     access: Access,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let buffer =
-        if access == Access::ReadOnly && buffer.is_aligned_to(dtype.item_size().unwrap_or(1)) {
-            buffer.clone()
-        } else {
-            Buffer::copy_from_slice(buffer)
-        };
+    if access == Access::ReadOnly && buffer.is_aligned_to(dtype.item_size().unwrap_or(1)) {
+        array_over_own(py, dtype, shape, buffer.clone(), access)
+    } else {
+        array_over_own(py, dtype, shape, Buffer::copy_from_slice(buffer), access)
+    }
+}
+
+/// A numpy array over `buffer`, which it holds: aligned for `dtype`, and,
+/// with [`Access::Writable`], a copy that nobody else holds.
+fn array_over_own<'py>(
+    py: Python<'py>,
+    dtype: DType,
+    shape: &[usize],
+    buffer: Buffer,
+    access: Access,
+) -> PyResult<Bound<'py, PyAny>> {
     let data = buffer.as_ptr().cast_mut();
-    // SAFETY: the buffer holds the elements, C-contiguous and aligned (a
-    // copy is aligned to 64), and is owned; writable only when it is a
-    // copy nobody else holds.
+    // SAFETY: the buffer holds the elements, C-contiguous and aligned (the
+    // callers' contract; a copy is aligned to 64), and the array owns it;
+    // writable only when nobody else holds it.
     unsafe {
         array_over(
             py,
@@ -321,7 +331,8 @@ fn array_over_lent<'py>(
     access: Access,
 ) -> PyResult<Bound<'py, PyAny>> {
     if !lent.is_aligned_to(dtype.item_size().unwrap_or(1)) {
-        return array_over_frozen(py, dtype, shape, &lent.to_frozen(), Access::Writable);
+        // A fresh copy, aligned to 64, that only the array holds.
+        return array_over_own(py, dtype, shape, lent.to_frozen(), access);
     }
     // SAFETY: the bytes hold the elements, C-contiguous and aligned
     // (checked above), valid while the owner lives; they are lent memory,
