@@ -94,6 +94,22 @@ impl Buffer {
         buffer.finish()
     }
 
+    /// Copies `len` bytes at `ptr` into a new buffer aligned to
+    /// [`BUFFER_ALIGN`], through raw pointers: the bytes may be lent memory
+    /// (an output that aliases a caller's input), which Rust never reads
+    /// through a reference.
+    ///
+    /// # Safety
+    /// `ptr` must point to `len` bytes that stay valid during the call.
+    pub unsafe fn copy_from_raw(ptr: *const u8, len: usize) -> Buffer {
+        let mut buffer = AlignedBufferWriter::new(len);
+        let target = buffer.as_mut_slice();
+        // SAFETY: the caller's contract; `target` is a fresh allocation of
+        // `len` bytes, so the two cannot overlap.
+        unsafe { std::ptr::copy_nonoverlapping(ptr, target.as_mut_ptr(), len) };
+        buffer.finish()
+    }
+
     /// Wraps frozen memory owned by someone else.
     ///
     /// # Safety
@@ -221,9 +237,9 @@ impl ForeignBuffer {
 
     /// One private copy of the bytes as they are now, frozen.
     pub fn to_frozen(&self) -> Buffer {
-        let mut writer = AlignedBufferWriter::new(self.0.len);
-        self.copy_to(writer.as_mut_slice());
-        writer.finish()
+        // SAFETY: `ptr` is valid for `len` bytes while `owner` lives (the
+        // constructor's contract), and `self` holds the owner.
+        unsafe { Buffer::copy_from_raw(self.0.ptr.as_ptr(), self.0.len) }
     }
 
     /// Copies the bytes as they are now to the start of `target`, as many

@@ -385,8 +385,9 @@ fn fetched(name: &str, value: Value, aliases_input: &dyn Fn(*const u8) -> bool) 
     let buffer = if len == 0 {
         Buffer::from_vec::<u8>(Vec::new())
     } else if aliases_input(data) {
-        // SAFETY: the value holds `len` bytes at `data`.
-        Buffer::copy_from_slice(unsafe { std::slice::from_raw_parts(data, len) })
+        // SAFETY: the value holds `len` bytes at `data`, which may be a
+        // caller's lent input: copied through raw pointers.
+        unsafe { Buffer::copy_from_raw(data, len) }
     } else {
         // SAFETY: the value owns `len` bytes at `data` and lives in the
         // owner; nothing writes an output once the run returned it.

@@ -378,8 +378,9 @@ fn fetched(name: &str, tf: ffi::Tensor, inputs: &TensorMap) -> Result<Tensor> {
     // Ops like Identity return the fed buffer itself, which the caller only
     // lent for this call.
     let buffer = if len > 0 && points_into_inputs(inputs, ptr) {
-        // SAFETY: the TF tensor holds `len` bytes at `ptr`.
-        Buffer::copy_from_slice(unsafe { std::slice::from_raw_parts(ptr, len) })
+        // SAFETY: the TF tensor holds `len` bytes at `ptr`, which may be a
+        // caller's lent input: copied through raw pointers.
+        unsafe { Buffer::copy_from_raw(ptr, len) }
     } else {
         // SAFETY: the TF tensor owns `len` bytes at `ptr` and lives in the
         // owner; TF never writes a fetched tensor.
