@@ -12,7 +12,8 @@ use std::path::{Component, Path, PathBuf};
 
 use serde::Deserialize;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
+
+pub use neuropods_frameworks::digest::sha256_file;
 
 use crate::config::{ModelConfig, CONFIG_FILE};
 use crate::error::{Error, Result};
@@ -239,25 +240,6 @@ fn parse_manifest(text: &str) -> Result<BTreeMap<String, String>> {
         .files
         .into_iter()
         .map(|(path, digest)| (path, digest.0))
-        .collect())
-}
-
-/// The sha256 of a file, as lowercase hex (as in manifest.json).
-pub fn sha256_file(path: &Path) -> io::Result<String> {
-    let mut file = File::open(path)?;
-    let mut hasher = Sha256::new();
-    let mut chunk = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut chunk)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(chunk.get(..n).unwrap_or_default());
-    }
-    Ok(hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
         .collect())
 }
 

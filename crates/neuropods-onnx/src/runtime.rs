@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use neuropods_abi::{Error, Platform, Release, Result, VersionRange};
-use neuropods_core::backend::registry::{framework_lib_dirs, own_dir};
+use neuropods_frameworks::{framework::framework_lib_dirs, location::own_dir};
 
 /// The ONNX Runtime releases the backend supports (see the module's docs).
 pub const SUPPORTED: &str = ">=1.17.0 <2.0.0";

@@ -18,7 +18,7 @@ fn same_release(running: &str) -> bool {
 }
 
 /// Starts an interpreter unless the process has one. Its program name is
-/// the executable from [`neuropods_core::backend::registry::python_executable`]
+/// the executable from [`neuropods_frameworks::location::python_executable`]
 /// (`NEUROPODS_PYTHON`, else `python3` on `PATH`), so that a virtualenv's
 /// site-packages are found as that executable would find them.
 pub fn ensure_started() -> Result<(), String> {
@@ -39,7 +39,7 @@ pub fn ensure_started() -> Result<(), String> {
             running.split_whitespace().next().unwrap_or("unknown")
         ));
     }
-    let program = neuropods_core::backend::registry::python_executable();
+    let program = neuropods_frameworks::location::python_executable();
     let program = CString::new(program.to_string_lossy().into_owned())
         .map_err(|_| "the Python executable's path contains a NUL byte".to_string())?;
     // SAFETY: the documented PyConfig sequence: init, set, initialize, clear.

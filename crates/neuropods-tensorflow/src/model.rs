@@ -10,7 +10,7 @@ use neuropods_abi::json;
 use neuropods_abi::plugin::{points_into_inputs, Backend, BackendModel, LoadContext};
 use neuropods_abi::BACKEND_CONFIG_FILE;
 use neuropods_abi::{Buffer, DType, Error, Result, Tensor, TensorData, TensorMap, TensorSpec};
-use neuropods_core::backend::custom_ops;
+use neuropods_frameworks::custom_ops;
 use serde::Deserialize;
 
 use crate::dtypes;

@@ -1,5 +1,5 @@
 //! Opening a package's TorchScript op libraries, through the core's
-//! once-per-process loader (`neuropods_core::backend::custom_ops`).
+//! once-per-process loader (`neuropods_frameworks::custom_ops`).
 //!
 //! A `TORCH_LIBRARY(ns, m)` library registers namespace `ns` in its
 //! initialiser, and libtorch throws from there when `ns` is already
@@ -10,14 +10,14 @@
 //! the library, raised before its initialiser can throw. What remains (a
 //! stripped library, whose symbol table is gone) is opened under the core's
 //! C++ guard, which turns a throw into an error too, at a cost the error
-//! explains (see `neuropods_core::backend::library`).
+//! explains (see `neuropods_frameworks::library`).
 
 use std::ffi::{c_char, CString};
 use std::path::Path;
 
 use neuropods_abi::{ModelConfig, Result};
-use neuropods_core::backend::custom_ops;
-use neuropods_core::backend::library::{self, Scope};
+use neuropods_frameworks::custom_ops;
+use neuropods_frameworks::library::{self, Scope};
 
 extern "C" {
     fn npt_operator_namespace_taken(ns: *const c_char) -> i32;

@@ -1,7 +1,7 @@
 //! The TorchScript backend of Neuropods, on `tch` (libtorch).
 //!
 //! Built as a shared library that the core opens the first time a
-//! torchscript model is loaded (see `neuropods_core::backend`). Loading and
+//! torchscript model is loaded (see `neuropods_core::backend::registry`). Loading and
 //! tensors go through tch; calling `forward` goes through a small C++ file
 //! (`cpp/forward.cpp`), because tch cannot match inputs to argument names or
 //! build a `Dict` of the type the schema declares.

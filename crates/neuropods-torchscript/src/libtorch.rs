@@ -5,7 +5,7 @@
 //! keep the ABI and are accepted), and its CUDA library, opened on demand.
 //!
 //! The core already opens the build made for the installed release (see
-//! `neuropods_core::backend::framework`); this check is what stops a build
+//! `neuropods_frameworks::framework`); this check is what stops a build
 //! without a release in its file name (cargo's, for Rust programs) and a
 //! libtorch loaded from elsewhere than the core found.
 
@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use neuropods_abi::{Error, Release};
-use neuropods_core::backend::framework;
-use neuropods_core::backend::library::{self, Scope};
+use neuropods_frameworks::framework;
+use neuropods_frameworks::library::{self, Scope};
 
 extern "C" {
     fn npt_built_torch_version() -> *const c_char;

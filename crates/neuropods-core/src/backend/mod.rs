@@ -2,12 +2,10 @@
 //! model of its platform is loaded, and spoken to through the C ABI in
 //! [`abi`]. The [`registry`] says which library serves which platform.
 
-pub mod custom_ops;
-pub mod framework;
-pub mod library;
 pub mod registry;
 
 pub use neuropods_abi::{abi, convert, load_request, plugin, BackendOptions};
+pub use neuropods_frameworks::{custom_ops, framework, library};
 
 use std::ffi::c_void;
 use std::path::Path;

@@ -12,10 +12,12 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
+pub use neuropods_frameworks::framework::framework_lib_dirs;
+use neuropods_frameworks::framework::{self, InstalledFramework};
+use neuropods_frameworks::library::{self, Scope};
+pub use neuropods_frameworks::location::{own_dir, python_executable};
+
 use super::abi::{BackendVTable, EntryPoint, ABI_VERSION, ENTRY_POINT};
-pub use super::framework::framework_lib_dirs;
-use super::framework::{self, InstalledFramework};
-use super::library::{self, Scope};
 use crate::config::Platform;
 use crate::error::{Error, Result};
 
@@ -226,20 +228,6 @@ pub fn search_dirs() -> Vec<PathBuf> {
     dirs
 }
 
-/// The Python executable whose interpreter a Rust program embeds for python
-/// models: `NEUROPODS_PYTHON`, else `python3` on `PATH`.
-pub fn python_executable() -> PathBuf {
-    if let Some(path) = std::env::var_os("NEUROPODS_PYTHON") {
-        return PathBuf::from(path);
-    }
-    std::env::var_os("PATH")
-        .iter()
-        .flat_map(std::env::split_paths)
-        .map(|dir| dir.join("python3"))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| PathBuf::from("python3"))
-}
-
 /// Makes the Python C API's symbols global before the python backend is
 /// opened (it does not link libpython, so that inside Python it uses the
 /// running interpreter). Nothing to do inside a Python process; in a Rust
@@ -287,26 +275,6 @@ fn open_globally(path: &Path) -> std::result::Result<(), String> {
     let library = library::open(path, Scope::Global)?;
     std::mem::forget(library);
     Ok(())
-}
-
-/// The folder of the binary (executable or shared library) holding this
-/// code: the core is linked into each backend library too, so called from a
-/// backend this is the backend library's folder.
-pub fn own_dir() -> Option<PathBuf> {
-    // SAFETY: `Dl_info` is plain data, for which all zeroes is a value.
-    let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
-    // SAFETY: dladdr only reads the address and fills `info`.
-    let found = unsafe { libc::dladdr(own_dir as *const libc::c_void, &mut info) };
-    if found == 0 || info.dli_fname.is_null() {
-        return std::env::current_exe()
-            .ok()
-            .and_then(|p| p.parent().map(Path::to_path_buf));
-    }
-    // SAFETY: dladdr returned a NUL-terminated file name.
-    let file = unsafe { std::ffi::CStr::from_ptr(info.dli_fname) };
-    let path = PathBuf::from(file.to_string_lossy().into_owned());
-    let path = std::fs::canonicalize(&path).unwrap_or(path);
-    path.parent().map(Path::to_path_buf)
 }
 
 fn framework_missing(info: &BackendInfo, detail: String) -> Error {

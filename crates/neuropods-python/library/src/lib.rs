@@ -1,4 +1,4 @@
 //! The Python backend (the `neuropods-python` crate) as the shared library
 //! the core opens: its entry point, and nothing else.
 
-neuropods_core::export_backend!(backend::PythonBackend);
+neuropods_abi::export_backend!(backend::PythonBackend);

@@ -17,10 +17,10 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Mutex;
 
-use crate::backend::framework::mapped_libraries;
-use crate::error::{Error, Result};
-use crate::package::sha256_file;
-use crate::ModelConfig;
+use neuropods_abi::{Error, ModelConfig, Result};
+
+use crate::digest::sha256_file;
+use crate::framework::mapped_libraries;
 
 /// The folder of a package that holds its op libraries.
 pub const OPS_DIR: &str = "0/ops";

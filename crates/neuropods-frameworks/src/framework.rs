@@ -7,8 +7,7 @@
 use std::ffi::{c_void, CStr};
 use std::path::{Path, PathBuf};
 
-use crate::config::Platform;
-use crate::version::Release;
+use neuropods_abi::{Platform, Release};
 
 /// A framework found on this machine.
 #[derive(Clone, Debug, PartialEq, Eq)]
