@@ -289,26 +289,17 @@ fn array_over_frozen<'py>(
     buffer: &Buffer,
     access: Access,
 ) -> PyResult<Bound<'py, PyAny>> {
-    if access == Access::ReadOnly && buffer.is_aligned_to(dtype.item_size().unwrap_or(1)) {
-        array_over_own(py, dtype, shape, buffer.clone(), access)
+    let in_place =
+        access == Access::ReadOnly && buffer.is_aligned_to(dtype.item_size().unwrap_or(1));
+    let buffer = if in_place {
+        buffer.clone()
     } else {
-        array_over_own(py, dtype, shape, Buffer::copy_from_slice(buffer), access)
-    }
-}
-
-/// A numpy array over `buffer`, which it holds: aligned for `dtype`, and,
-/// with [`Access::Writable`], a copy that nobody else holds.
-fn array_over_own<'py>(
-    py: Python<'py>,
-    dtype: DType,
-    shape: &[usize],
-    buffer: Buffer,
-    access: Access,
-) -> PyResult<Bound<'py, PyAny>> {
+        Buffer::copy_from_slice(buffer)
+    };
     let data = buffer.as_ptr().cast_mut();
-    // SAFETY: the buffer holds the elements, C-contiguous and aligned (the
-    // callers' contract; a copy is aligned to 64), and the array owns it;
-    // writable only when nobody else holds it.
+    // SAFETY: the buffer holds the elements, C-contiguous and aligned
+    // (checked, or a copy aligned to 64), and the array holds it; writable
+    // only when it is the copy, which nobody else holds.
     unsafe {
         array_over(
             py,
@@ -331,8 +322,9 @@ fn array_over_lent<'py>(
     access: Access,
 ) -> PyResult<Bound<'py, PyAny>> {
     if !lent.is_aligned_to(dtype.item_size().unwrap_or(1)) {
-        // A fresh copy, aligned to 64, that only the array holds.
-        return array_over_own(py, dtype, shape, lent.to_frozen(), access);
+        // Rare (numpy's and the worker's memory is aligned): a C caller's
+        // unaligned bytes, read through a copy.
+        return array_over_frozen(py, dtype, shape, &lent.to_frozen(), access);
     }
     // SAFETY: the bytes hold the elements, C-contiguous and aligned
     // (checked above), valid while the owner lives; they are lent memory,
